@@ -1,0 +1,190 @@
+"""Runs one batch through a handler, as TorchServe's backend `Service.predict` does.
+
+Inputs are decoded here (JSON, text, else a bytearray), in the executor thread rather than on
+the event loop. Outputs are serialized here: bytes as they are, str as UTF-8, a tensor with
+`torch.save`, anything else as indented JSON. A handler failure becomes one `BatchFailure`
+for the whole batch, with TorchServe's status codes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from handlers.context import Context, RequestProcessor
+from handlers.errors import PredictionException
+from handlers.messages import BatchFailure, HandlerRequest, Output, Param
+
+logger = logging.getLogger(__name__)
+
+Entry = Callable[[Any, Context], Any]
+IntermediateSink = Callable[[int, Output], None]
+
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+class UnsupportedOutput(TypeError):
+    """A handler returned a value that cannot be serialized."""
+
+
+def decode_param(param: Param) -> Any:
+    """TorchServe's backend decoding: JSON parsed, text decoded, else the raw bytearray."""
+    value = param.value
+    content_type = param.content_type
+    if content_type == "application/json":
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+    if content_type.startswith("text"):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def serialize(value: Any) -> tuple[bytes | bytearray, str | None]:
+    """The response body for one handler result, and the content type it implies."""
+    if isinstance(value, bytes | bytearray):
+        return value, None
+    if isinstance(value, str):
+        return value.encode("utf-8"), TEXT_CONTENT_TYPE
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return buffer.getvalue(), "application/octet-stream"
+    try:
+        return orjson.dumps(value, option=_JSON_OPTIONS), JSON_CONTENT_TYPE
+    except TypeError:
+        pass
+    try:
+        return json.dumps(value, indent=2).encode("utf-8"), JSON_CONTENT_TYPE
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedOutput(f"cannot serialize {type(value).__name__}: {exc}") from exc
+
+
+class Service:
+    """A loaded handler with its long-lived context; `predict` runs one batch."""
+
+    def __init__(self, entry: Entry, context: Context) -> None:
+        self._entry = entry
+        self.context = context
+
+    def predict(
+        self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
+    ) -> list[Output] | BatchFailure:
+        """Run the handler on a batch: one Output per request, or one failure for all."""
+        data, processors, ids = _inputs(batch)
+        context = self.context
+        context.request_ids = ids
+        context.request_processor = processors
+        metrics = context.metrics
+        if metrics is not None:
+            metrics.request_ids = ids
+        context.intermediate_sender = on_intermediate
+        try:
+            result = self._entry(data, context)
+        except MemoryError:
+            logger.error("Model %s: out of memory", context.model_name, exc_info=True)
+            return BatchFailure(507, "Out of resources")
+        except PredictionException as exc:
+            logger.warning("Model %s: prediction error %s", context.model_name, exc, exc_info=True)
+            return BatchFailure(exc.error_code, exc.message)
+        except Exception as exc:
+            if _is_device_oom(exc):
+                logger.error("Model %s: device out of memory", context.model_name, exc_info=True)
+                return BatchFailure(507, "Out of resources")
+            logger.warning(
+                "Model %s: invoking the handler failed", context.model_name, exc_info=True
+            )
+            return BatchFailure(503, "Prediction failed", detail=f"{type(exc).__name__}: {exc}")
+        finally:
+            context.intermediate_sender = None
+        if not isinstance(result, list):
+            logger.warning(
+                "Model %s: the handler returned %s, not a list",
+                context.model_name,
+                type(result).__name__,
+            )
+            return BatchFailure(503, "Invalid model predict output")
+        if len(result) != len(data):
+            logger.warning(
+                "Model %s: number of batch response mismatched, expect: %d, got: %d",
+                context.model_name,
+                len(data),
+                len(result),
+            )
+            return BatchFailure(
+                503,
+                "number of batch response mismatched",
+                detail=f"expected {len(data)} results, got {len(result)}",
+            )
+        try:
+            return [
+                make_output(context, idx, value, final=True) for idx, value in enumerate(result)
+            ]
+        except UnsupportedOutput as exc:
+            logger.warning("Model %s: %s", context.model_name, exc)
+            return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
+
+
+def make_output(context: Context, idx: int, value: Any, *, final: bool) -> Output:
+    """One request's response from its handler result and what the handler set on the context."""
+    processors = context.request_processor
+    assert processors is not None
+    processor = processors[idx]
+    headers = processor.get_response_headers()
+    if not final:
+        headers["ts_stream_next"] = "true"
+    elif headers.get("ts_stream_next") == "true":
+        headers["ts_stream_next"] = "false"
+    body, implied_type = serialize(value)
+    content_type = headers.get("content-type") or implied_type
+    extra = {k: v for k, v in headers.items() if k.lower() != "content-type"} if headers else {}
+    return Output(
+        body=bytes(body) if isinstance(body, bytearray) else body,
+        status=processor.get_response_status_code(),
+        reason=processor.get_response_status_phrase() or "",
+        headers=extra,
+        content_type=content_type,
+        final=final,
+    )
+
+
+def _inputs(
+    batch: Sequence[HandlerRequest],
+) -> tuple[list[dict[str, Any]], list[RequestProcessor], dict[int, str]]:
+    data: list[dict[str, Any]] = []
+    processors: list[RequestProcessor] = []
+    ids: dict[int, str] = {}
+    for idx, request in enumerate(batch):
+        inputs: dict[str, Any] = {}
+        headers: dict[str, Any] = {}
+        for param in request.params:
+            inputs[param.name] = decode_param(param)
+            headers[param.name] = {"content-type": param.content_type}
+        for name, value in request.headers:
+            headers[name] = value
+        data.append(inputs)
+        processors.append(RequestProcessor(headers))
+        ids[idx] = request.request_id
+    return data, processors, ids
+
+
+def _is_device_oom(exc: Exception) -> bool:
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)

@@ -1,0 +1,5 @@
+"""`ts.context`."""
+
+from handlers.context import Context, RequestProcessor
+
+__all__ = ["Context", "RequestProcessor"]

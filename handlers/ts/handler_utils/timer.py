@@ -1,0 +1,5 @@
+"""`ts.handler_utils.timer`."""
+
+from handlers.base import timed
+
+__all__ = ["timed"]

@@ -1,0 +1,5 @@
+"""`ts.metrics.dimension`."""
+
+from handlers.metrics import Dimension
+
+__all__ = ["Dimension"]

@@ -1,0 +1,5 @@
+"""`ts.torch_handler.base_handler`."""
+
+from handlers.base import BaseHandler
+
+__all__ = ["BaseHandler"]

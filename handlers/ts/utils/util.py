@@ -1,0 +1,17 @@
+"""`ts.utils.util`."""
+
+from handlers.errors import PredictionException
+from handlers.util import (
+    get_yaml_config,
+    list_classes_from_module,
+    load_label_mapping,
+    map_class_to_label,
+)
+
+__all__ = [
+    "PredictionException",
+    "get_yaml_config",
+    "list_classes_from_module",
+    "load_label_mapping",
+    "map_class_to_label",
+]

@@ -1,0 +1,78 @@
+"""Helpers TorchServe handlers use (`ts.utils.util`)."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import logging
+import os
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+def list_classes_from_module(module: ModuleType, parent_class: type | None = None) -> list[type]:
+    """The classes defined in `module` itself (optionally only subclasses of parent_class)."""
+    classes = [
+        member
+        for _, member in inspect.getmembers(module, inspect.isclass)
+        if member.__module__ == module.__name__
+    ]
+    if parent_class is not None:
+        return [c for c in classes if issubclass(c, parent_class)]
+    return classes
+
+
+def load_label_mapping(mapping_file_path: str) -> dict[str, str] | None:
+    """Read `index_to_name.json` ({"0": "cat"} or {"0": ["n0", "cat"]}); None if missing."""
+    if not os.path.isfile(mapping_file_path):
+        logger.warning(
+            "%r is missing. Inference output will not include class name.", mapping_file_path
+        )
+        return None
+    with open(mapping_file_path, encoding="utf-8") as f:
+        mapping = json.load(f)
+    if not isinstance(mapping, dict):
+        raise ValueError('index->name JSON mapping should be in "class": "label" format.')
+    if "object_type_names" in mapping and isinstance(mapping["object_type_names"], list):
+        return {str(k): v for k, v in enumerate(mapping["object_type_names"])}
+    result: dict[str, str] = {}
+    for key, value in mapping.items():
+        label = value[-1] if isinstance(value, list) and value else value
+        if not isinstance(label, str):
+            raise ValueError("labels in index->name mapping must be either str or List[str]")
+        result[str(key)] = label
+    return result
+
+
+def map_class_to_label(
+    probs: list[list[float]],
+    mapping: dict[str, str] | None = None,
+    lbl_classes: Iterable[Iterable[Any]] | None = None,
+) -> list[dict[str, float]]:
+    """[{label: probability}] per row, labels from `mapping` or the class index."""
+    if not isinstance(probs, list):
+        raise TypeError("Convert classes to list before doing mapping")
+    if mapping is not None and not isinstance(mapping, dict):
+        raise TypeError("Mapping must be a dict")
+    if lbl_classes is None:
+        lbl_classes = itertools.repeat(range(len(probs[0])), len(probs))
+    return [
+        {
+            (mapping[str(cls)] if mapping is not None else str(cls)): prob
+            for cls, prob in zip(classes, row, strict=False)
+        }
+        for classes, row in zip(lbl_classes, probs, strict=False)
+    ]
+
+
+def get_yaml_config(yaml_file_path: str) -> dict[str, Any]:
+    """Read a YAML file into a dict."""
+    with open(yaml_file_path, encoding="utf-8") as f:
+        loaded = yaml.safe_load(f)
+    return loaded if isinstance(loaded, dict) else {}

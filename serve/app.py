@@ -1,0 +1,154 @@
+"""The server's lifecycle: one AsyncExitStack owning the registry, the listeners and the tasks.
+
+Start: open the startup archives (a bad one is a config error, before any port is bound), bind
+the listeners, then let the executors load. Stop (SIGTERM/SIGINT): stop accepting and finish
+in-flight requests, then drain the batchers and join the executor threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from aiohttp import web
+
+from serve.config import Address, Config, ConfigError
+from serve.errors import ServeError
+from serve.http.apps import inference_app, management_app, metrics_app
+from serve.metrics import ServerMetrics, watch_loop_lag
+from serve.models.archive import MANIFEST
+from serve.models.registry import RegisterParams, Registry
+from serve.workers.devices import visible_gpu_count
+from serve.workers.threads import ThreadBudget
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 30.0
+_ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
+
+
+def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
+    """The models to load at start, each with the config key that named it."""
+    entries: list[tuple[str, RegisterParams]] = []
+    if not config.load_models:
+        return entries
+    store = config.model_store
+    if store is None:
+        raise ConfigError("model_store", "is required when load_models is set")
+    if not store.is_dir():
+        raise ConfigError("model_store", f"{store} is not a folder")
+    for index, item in enumerate(config.load_models):
+        key = f"load_models[{index}]"
+        if item == "all":
+            entries.extend(
+                (key, RegisterParams(url=url, loaded_at_startup=True))
+                for url in _all_archives(store)
+            )
+            continue
+        name, sep, url = item.partition("=")
+        if not sep:
+            name, url = "", item
+        if not url or url.startswith("/") or ".." in Path(url).parts:
+            raise ConfigError(key, f"{item!r} must name a file or folder inside model_store")
+        if not (store / url).exists():
+            raise ConfigError(key, f"{url} is not in the model store {store}")
+        entries.append(
+            (key, RegisterParams(url=url, model_name=name or None, loaded_at_startup=True))
+        )
+    return entries
+
+
+def _all_archives(store: Path) -> list[str]:
+    found = []
+    for path in sorted(store.iterdir()):
+        is_archive = path.is_file() and path.name.endswith(_ARCHIVE_SUFFIXES)
+        if is_archive or (path.is_dir() and (path / MANIFEST).is_file()):
+            found.append(path.name)
+    if not found:
+        logger.warning("load_models: all found no archives in %s", store)
+    return found
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set or a signal arrives; a bad startup model is a ConfigError."""
+    stop = stop or asyncio.Event()
+    startup = startup_models(config)
+    metrics = ServerMetrics()
+    gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
+    registry = Registry(
+        config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
+    )
+    logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(registry.close)
+        for key, params in startup:
+            try:
+                await registry.register(RegisterParams(**{**_fields(params), "synchronous": False}))
+            except ServeError as exc:
+                raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
+        listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
+            ("Inference API", config.inference_address, inference_app),
+            ("Management API", config.management_address, management_app),
+            ("Metrics API", config.metrics_address, metrics_app),
+        ]
+        for label, address, build in listeners:
+            bound = await _listen(stack, build(config, registry, metrics), address)
+            logger.info("%s bound to http://%s", label, bound)
+        lag = asyncio.create_task(watch_loop_lag(metrics))
+        stack.callback(lag.cancel)
+        _install_signals(stop)
+        logger.info("Server started; %d model version(s) registered", len(startup))
+        await stop.wait()
+        logger.info("Shutting down: finishing in-flight requests")
+
+
+def _fields(params: RegisterParams) -> dict[str, object]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+async def _listen(stack: AsyncExitStack, app: web.Application, address: Address) -> Address:
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(str(address), f"cannot bind: {exc.strerror}") from exc
+    server = site._server
+    port = address.port
+    if server is not None and getattr(server, "sockets", None):
+        port = server.sockets[0].getsockname()[1]
+    return Address(address.host, port)
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("Second signal: exiting now")
+            os._exit(1)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+
+
+def _version() -> str:
+    from serve import __version__
+
+    return __version__

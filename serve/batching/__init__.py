@@ -1,0 +1,1 @@
+"""Dynamic batching: a pure policy and the asyncio batcher that applies it."""

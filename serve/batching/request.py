@@ -1,0 +1,55 @@
+"""One queued inference request: its inputs, its future, and its stream of later chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from handlers.messages import Output, Param
+from serve.errors import ServeError
+
+
+class InferenceRequest:
+    """A request on its way through the batcher; answered exactly once through `future`.
+
+    The first Output (or error) resolves `future`. A streaming handler's later chunks go to
+    `stream`, created when the first chunk is not final.
+    """
+
+    __slots__ = ("arrival", "dispatched", "future", "headers", "params", "request_id", "stream")
+
+    def __init__(
+        self,
+        request_id: str,
+        params: tuple[Param, ...],
+        headers: tuple[tuple[str, str], ...],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.request_id = request_id
+        self.params = params
+        self.headers = headers
+        self.arrival = time.monotonic()
+        self.dispatched = 0.0  # set when the batcher hands it to an executor
+        self.future: asyncio.Future[Output] = loop.create_future()
+        self.stream: asyncio.Queue[Output | ServeError] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Answered, failed or cancelled: it must not reach a handler any more."""
+        return self.future.done()
+
+    def deliver(self, output: Output) -> None:
+        """Hand one output to the waiting client (runs on the event loop)."""
+        if not self.future.done():
+            if not output.final:
+                self.stream = asyncio.Queue()
+            self.future.set_result(output)
+        elif self.stream is not None:
+            self.stream.put_nowait(output)
+
+    def fail(self, error: ServeError) -> None:
+        """Answer with an error, or end a started stream with it (runs on the event loop)."""
+        if not self.future.done():
+            self.future.set_exception(error)
+        elif self.stream is not None:
+            self.stream.put_nowait(error)

@@ -1,0 +1,300 @@
+"""Server configuration: frozen dataclasses and a loader whose every error names the key.
+
+The file is YAML; keys follow TorchServe's `config.properties` names. Validation runs before
+any port is bound, so a bad file never leaves a half-started server behind.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
+
+
+class ConfigError(Exception):
+    """A configuration problem; `key` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host and port to bind; port 0 asks the OS for a free one."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Operator overrides for one model version; None means "not set here"."""
+
+    batch_size: int | None = None
+    max_batch_delay: int | None = None
+    min_workers: int | None = None
+    max_workers: int | None = None
+    response_timeout: float | None = None
+    devices: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole server configuration."""
+
+    inference_address: Address = Address("127.0.0.1", 8080)
+    management_address: Address = Address("127.0.0.1", 8081)
+    metrics_address: Address = Address("127.0.0.1", 8082)
+    grpc_inference_address: Address = Address("127.0.0.1", 7070)
+    grpc_management_address: Address = Address("127.0.0.1", 7071)
+    model_store: Path | None = None
+    load_models: tuple[str, ...] = ()
+    default_workers_per_model: int = 0
+    job_queue_size: int = 100
+    max_request_size: int = 6553500
+    default_response_timeout: float = 120.0
+    enable_model_api: bool = False
+    disable_token_authorization: bool = False
+    no_config_snapshots: bool = False
+    allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
+    install_py_dep_per_model: bool = False
+    number_of_gpu: int | None = None
+    torch_num_threads: int = 0
+    log_level: str = "INFO"
+    models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
+
+    def model_settings(self, name: str, version: str) -> ModelSettings:
+        """The operator's settings for a model version (`*` matches any version)."""
+        versions = self.models.get(name, {})
+        return versions.get(version) or versions.get("*") or ModelSettings()
+
+
+# --- validators: each takes (key, raw value) and returns the typed value or raises ----------
+
+
+def _int(minimum: int | None = None) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def _optional_int(minimum: int) -> Callable[[str, Any], int | None]:
+    inner = _int(minimum)
+
+    def check(key: str, value: Any) -> int | None:
+        return None if value is None else inner(key, value)
+
+    return check
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number of seconds, got {value!r}")
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(key, f"expected true or false, got {value!r}")
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _path(key: str, value: Any) -> Path:
+    return Path(os.path.expanduser(_str(key, value)))
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+    elif isinstance(value, list):
+        items = [_str(f"{key}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        raise ConfigError(key, f"expected a list or a comma-separated string, got {value!r}")
+    return tuple(item for item in items if item)
+
+
+def _log_level(key: str, value: Any) -> str:
+    level = _str(key, value).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(key, f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+    return level
+
+
+def parse_address(key: str, value: Any) -> Address:
+    """Parse `host:port` or `http://host:port`; `https://` and `unix:` are refused clearly."""
+    text = _str(key, value)
+    if text.startswith("https://"):
+        raise ConfigError(key, "TLS (https://) is not supported yet; terminate TLS in a proxy")
+    if text.startswith("unix:"):
+        raise ConfigError(key, "unix sockets are not supported; use host:port")
+    text = text.removeprefix("http://").removeprefix("grpc://").rstrip("/")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(key, f"expected host:port, got {value!r}")
+    host = host.strip("[]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(key, f"port must be a number from 0 to 65535, got {port_text!r}")
+    return Address(host, int(port_text))
+
+
+def _devices(key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, f"expected a non-empty list of device ids, got {value!r}")
+    return tuple(_int(0)(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+_MODEL_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "batch_size": _int(1),
+    "max_batch_delay": _int(0),
+    "min_workers": _int(0),
+    "max_workers": _int(0),
+    "response_timeout": _seconds,
+    "devices": _devices,
+}
+
+
+def _model_settings(key: str, value: Any) -> ModelSettings:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping of settings, got {value!r}")
+    values: dict[str, Any] = {}
+    for name, raw in value.items():
+        check = _MODEL_KEYS.get(str(name))
+        if check is None:
+            raise ConfigError(f"{key}.{name}", _unknown(str(name), _MODEL_KEYS))
+        values[str(name)] = check(f"{key}.{name}", raw)
+    settings = ModelSettings(**values)
+    if (
+        settings.min_workers is not None
+        and settings.max_workers is not None
+        and settings.max_workers < settings.min_workers
+    ):
+        raise ConfigError(f"{key}.max_workers", "cannot be less than min_workers")
+    return settings
+
+
+def _models(key: str, value: Any) -> dict[str, dict[str, ModelSettings]]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping of model names, got {value!r}")
+    models: dict[str, dict[str, ModelSettings]] = {}
+    for name, versions in value.items():
+        if not isinstance(versions, dict):
+            raise ConfigError(f"{key}.{name}", "expected a mapping of versions to settings")
+        models[str(name)] = {
+            str(version): _model_settings(f"{key}.{name}.{version}", settings)
+            for version, settings in versions.items()
+        }
+    return models
+
+
+_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "inference_address": parse_address,
+    "management_address": parse_address,
+    "metrics_address": parse_address,
+    "grpc_inference_address": parse_address,
+    "grpc_management_address": parse_address,
+    "model_store": _path,
+    "load_models": _str_list,
+    "default_workers_per_model": _int(0),
+    "job_queue_size": _int(1),
+    "max_request_size": _int(1),
+    "default_response_timeout": _seconds,
+    "enable_model_api": _bool,
+    "disable_token_authorization": _bool,
+    "no_config_snapshots": _bool,
+    "allowed_urls": _str_list,
+    "install_py_dep_per_model": _bool,
+    "number_of_gpu": _optional_int(0),
+    "torch_num_threads": _int(0),
+    "log_level": _log_level,
+    "models": _models,
+}
+assert set(_KEYS) == {f.name for f in fields(Config)}
+
+
+def _unknown(name: str, known: Mapping[str, object]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{hint}"
+
+
+def build_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config:
+    """Validate a mapping of raw settings into a Config; relative paths resolve from base_dir."""
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        check = _KEYS.get(str(key))
+        if check is None:
+            raise ConfigError(str(key), _unknown(str(key), _KEYS))
+        values[str(key)] = check(str(key), value)
+    store = values.get("model_store")
+    if store is not None and base_dir is not None and not store.is_absolute():
+        values["model_store"] = base_dir / store
+    config = Config(**values)
+    _check_ports(config)
+    return config
+
+
+def _check_ports(config: Config) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for key in (
+        "inference_address",
+        "management_address",
+        "metrics_address",
+        "grpc_inference_address",
+        "grpc_management_address",
+    ):
+        address: Address = getattr(config, key)
+        if address.port == 0:
+            continue
+        slot = (address.host, address.port)
+        if slot in seen:
+            raise ConfigError(key, f"port {address.port} is already used by {seen[slot]}")
+        seen[slot] = key
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read the YAML file (if any), apply CLI overrides, and validate the result."""
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config", f"{path} must hold a mapping of keys")
+        raw.update(loaded)
+        base_dir = path.resolve().parent
+    raw.update(overrides or {})
+    return build_config(raw, base_dir)

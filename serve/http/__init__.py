@@ -1,0 +1,1 @@
+"""The REST APIs: inference, management and metrics (no torch here)."""

@@ -1,0 +1,199 @@
+"""The inference API (port 8080): ping, readiness, predictions, explanations, API description.
+
+A prediction reads top to bottom: resolve the model version, read the body into parameters,
+queue one InferenceRequest with the batcher, await its future, write the handler's answer
+(or stream its chunks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+
+from handlers.messages import Output
+from serve.batching.request import InferenceRequest
+from serve.errors import InternalError, MethodNotAllowed, ServeError
+from serve.http.common import CONFIG, REGISTRY, json_response
+from serve.http.inputs import read_params
+from serve.http.openapi import api_description
+
+logger = logging.getLogger(__name__)
+
+_NO_CACHE = {
+    "Cache-Control": "no-cache; no-store, must-revalidate, private",
+    "Pragma": "no-cache",
+    "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
+}
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def routes() -> list[web.RouteDef]:
+    """Routes of the inference app."""
+    return [
+        web.route("*", "/ping", ping),
+        web.get("/ready", ready),
+        web.get("/ready/{model}", ready_model),
+        web.get("/ready/{model}/{version}", ready_model),
+        web.route("OPTIONS", "/", describe_api),
+        web.route("*", "/", method_not_allowed),
+        web.route("*", "/api-description", describe_api),
+        web.route("*", "/predictions/{model}", predictions),
+        web.route("*", "/predictions/{model}/{version}", predictions),
+        web.route("*", "/predictions/{model}/{version}/{path:.+}", predictions),
+        web.route("*", "/explanations/{model}", explanations),
+        web.route("*", "/explanations/{model}/{version}", explanations),
+    ]
+
+
+async def ping(request: web.Request) -> web.Response:
+    """TorchServe's health: Unhealthy (500) when a model has fewer live workers than min."""
+    registry = request.app[REGISTRY]
+    for model in registry.models.values():
+        for version in model.versions.values():
+            if len(version.pool.live) < version.min_workers:
+                return json_response({"status": "Unhealthy"}, 500)
+    return json_response({"status": "Healthy"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: 200 when every model version has its min_workers ready, else 503."""
+    registry = request.app[REGISTRY]
+    models = {
+        f"{v.name}/{v.version}": {"ready": v.pool.ready_count, "minWorkers": v.min_workers}
+        for m in registry.models.values()
+        for v in m.versions.values()
+    }
+    all_ready = all(m["ready"] >= m["minWorkers"] for m in models.values())
+    return json_response(
+        {"status": "Ready" if all_ready else "Not ready", "models": models},
+        200 if all_ready else 503,
+    )
+
+
+async def ready_model(request: web.Request) -> web.Response:
+    """Per-model readiness: 200 when at least one, and min_workers, workers are ready."""
+    version = request.app[REGISTRY].get(
+        request.match_info["model"], request.match_info.get("version")
+    )
+    body = {
+        "modelName": version.name,
+        "modelVersion": version.version,
+        "ready": version.ready,
+        "readyWorkers": version.pool.ready_count,
+        "minWorkers": version.min_workers,
+    }
+    return json_response(body, 200 if version.ready else 503)
+
+
+async def describe_api(request: web.Request) -> web.Response:
+    """The OpenAPI 3 document of this server."""
+    return json_response(api_description())
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    raise MethodNotAllowed("Requested method is not allowed, please refer to API document.")
+
+
+async def predictions(request: web.Request) -> web.StreamResponse:
+    """Run one request through its model's batcher and answer with the handler's output."""
+    return await _infer(request, explain=False)
+
+
+async def explanations(request: web.Request) -> web.StreamResponse:
+    """As predictions, with the `explain` header set for the handler."""
+    return await _infer(request, explain=True)
+
+
+async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
+    info = request.match_info
+    url_version = info.get("version") or None
+    if request.method == "OPTIONS":
+        request.app[REGISTRY].get(info["model"], url_version)
+        return json_response(api_description())
+    version = request.app[REGISTRY].get(info["model"], url_version)
+    started = time.monotonic()
+    params = await read_params(request, request.app[CONFIG].max_request_size)
+    request_id = _request_id(request)
+    headers = (
+        *request.headers.items(),
+        ("explain", "True" if explain else "False"),
+        ("url_path", info.get("path", "")),
+    )
+    job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
+    version.batcher.submit(job)
+    try:
+        output = await job.future
+    except asyncio.CancelledError:
+        job.future.cancel()
+        raise
+    finally:
+        queued = (job.dispatched - job.arrival) if job.dispatched else 0.0
+        version.metrics.answered(url_version, time.monotonic() - started, queued)
+    if output.final:
+        return _response(output, request_id)
+    return await _stream(request, job, output, request_id)
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return str(uuid.uuid4())
+
+
+def _headers(output: Output, request_id: str) -> dict[str, str]:
+    headers = dict(_NO_CACHE)
+    for key, value in output.headers.items():
+        text = str(value)
+        if "\r" in text or "\n" in text or "\r" in key or "\n" in key:
+            logger.warning("Dropping response header %r: it contains a line break", key)
+            continue
+        headers[key] = text
+    headers["x-request-id"] = request_id
+    if output.content_type:
+        headers["Content-Type"] = output.content_type
+    return headers
+
+
+def _status(output: Output) -> tuple[int, str | None]:
+    if not 100 <= output.status <= 599:
+        raise InternalError(f"The handler set an invalid HTTP status {output.status}")
+    reason = output.reason or None
+    if reason is not None and ("\r" in reason or "\n" in reason):
+        reason = None
+    return output.status, reason
+
+
+def _response(output: Output, request_id: str) -> web.Response:
+    status, reason = _status(output)
+    return web.Response(
+        body=output.body, status=status, reason=reason, headers=_headers(output, request_id)
+    )
+
+
+async def _stream(
+    request: web.Request, job: InferenceRequest, first: Output, request_id: str
+) -> web.StreamResponse:
+    """Relay a streaming handler's chunks as one chunked HTTP response."""
+    status, reason = _status(first)
+    response = web.StreamResponse(status=status, reason=reason, headers=_headers(first, request_id))
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(first.body)
+    stream = job.stream
+    assert stream is not None
+    while True:
+        item = await stream.get()
+        if isinstance(item, ServeError):
+            logger.warning("Request %s: stream ended by an error: %s", request_id, item.message)
+            break
+        await response.write(item.body)
+        if item.final:
+            break
+    await response.write_eof()
+    return response

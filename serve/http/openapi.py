@@ -1,0 +1,242 @@
+"""The OpenAPI 3 description of the REST APIs (served at `OPTIONS /` and `/api-description`)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from serve import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["code", "type", "message"],
+    "properties": {
+        "code": {"type": "integer"},
+        "type": {"type": "string"},
+        "message": {"type": "string"},
+    },
+}
+_STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Bad request: a parameter or the body is malformed",
+        403: "Forbidden operation",
+        404: "Model, version or path not found",
+        405: "Method not allowed, or the model API is disabled",
+        409: "Model version already registered",
+        413: "Request body larger than max_request_size",
+        500: "Internal error, or workers failed to start",
+        503: "Queue full or no worker; retry later (Retry-After)",
+        504: "The model did not answer within response_timeout",
+        507: "Out of resources",
+    }
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+def _param(
+    name: str, where: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
+_VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
+_INT = {"type": "integer", "minimum": 0}
+_BOOL = {"type": "boolean"}
+
+
+def _predict(summary: str, with_version: bool) -> dict[str, Any]:
+    params = [_MODEL, _VERSION] if with_version else [_MODEL]
+    return {
+        "post": {
+            "operationId": summary.replace(" ", "_"),
+            "summary": summary,
+            "parameters": params,
+            "requestBody": {
+                "description": "Model input: raw bytes, JSON, text, or form fields",
+                "content": {
+                    "*/*": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {"schema": {"type": "object"}},
+                },
+            },
+            "responses": {
+                "200": {"description": "The handler's output", "content": {"*/*": {"schema": {}}}},
+                **_errors(400, 404, 413, 500, 503, 504, 507),
+            },
+        }
+    }
+
+
+@cache
+def api_description() -> dict[str, Any]:
+    """The OpenAPI document (built once)."""
+    scale_params = [
+        _param("min_worker", "query", _INT, "Workers to run (default 1)"),
+        _param("max_worker", "query", _INT, "Upper bound (default min_worker)"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default false)"),
+    ]
+    register_params = [
+        _param(
+            "url", "query", {"type": "string"}, "Archive file or folder in the model store", True
+        ),
+        _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
+        _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
+        _param("runtime", "query", {"type": "string"}, "python (the only runtime)"),
+        _param("batch_size", "query", {"type": "integer", "minimum": 1}, "Largest batch"),
+        _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
+        _param("initial_workers", "query", _INT, "Workers to start"),
+        _param("response_timeout", "query", {"type": "number"}, "Seconds a batch may run"),
+        _param("startup_timeout", "query", {"type": "number"}, "Seconds to wait for loading"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default true)"),
+    ]
+    describe = {
+        "summary": "Describe a model version",
+        "parameters": [
+            _MODEL,
+            _param("customized", "query", _BOOL, "Include the handler's metadata"),
+        ],
+        "responses": {
+            "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
+            **_errors(404, 503),
+        },
+    }
+    return {
+        "openapi": "3.0.1",
+        "info": {
+            "title": "serve: TorchServe-compatible model server APIs",
+            "version": __version__,
+            "description": "Inference (8080), management (8081) and metrics (8082) APIs.",
+        },
+        "paths": {
+            "/": {
+                "options": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+                }
+            },
+            "/api-description": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+                }
+            },
+            "/ping": {
+                "get": {
+                    "summary": "Health (TorchServe semantics: loading workers count as healthy)",
+                    "responses": {
+                        "200": _json(_STATUS, "Healthy"),
+                        "500": _json(_STATUS, "Unhealthy"),
+                    },
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: every model version has min_workers ready",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                    },
+                }
+            },
+            "/ready/{model_name}": {
+                "get": {
+                    "summary": "Readiness of one model's default version",
+                    "parameters": [_MODEL],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                        **_errors(404),
+                    },
+                }
+            },
+            "/predictions/{model_name}": _predict("Predict with the default version", False),
+            "/predictions/{model_name}/{model_version}": _predict("Predict with a version", True),
+            "/explanations/{model_name}": _predict("Explain with the default version", False),
+            "/explanations/{model_name}/{model_version}": _predict("Explain with a version", True),
+            "/models": {
+                "get": {
+                    "summary": "List models (management port)",
+                    "parameters": [
+                        _param("limit", "query", _INT, "Page size (default 100)"),
+                        _param("next_page_token", "query", _INT, "Offset from the last page"),
+                    ],
+                    "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
+                },
+                "post": {
+                    "summary": "Register a model (needs enable_model_api)",
+                    "parameters": register_params,
+                    "responses": {
+                        "200": _json(_STATUS, "Registered, workers ready"),
+                        "202": _json(_STATUS, "Registered, workers loading"),
+                        **_errors(400, 404, 405, 409, 500),
+                    },
+                },
+            },
+            "/models/{model_name}": {
+                "get": describe,
+                "put": {
+                    "summary": "Scale the default version's workers",
+                    "parameters": [_MODEL, *scale_params],
+                    "responses": {
+                        "200": _json(_STATUS, "Scaled"),
+                        "202": _json(_STATUS, "Scaling"),
+                        "206": _json(_STATUS, "Scaling in progress"),
+                        **_errors(400, 404),
+                    },
+                },
+                "delete": {
+                    "summary": "Unregister the default version (needs enable_model_api)",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                },
+            },
+            "/models/{model_name}/{model_version}": {
+                "get": {**describe, "parameters": [_MODEL, _VERSION]},
+                "put": {
+                    "summary": "Scale a version's workers",
+                    "parameters": [_MODEL, _VERSION, *scale_params],
+                    "responses": {
+                        "200": _json(_STATUS, "Scaled"),
+                        "202": _json(_STATUS, "Scaling"),
+                        **_errors(400, 404),
+                    },
+                },
+                "delete": {
+                    "summary": "Unregister a version (needs enable_model_api)",
+                    "parameters": [_MODEL, _VERSION],
+                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                },
+            },
+            "/models/{model_name}/{model_version}/set-default": {
+                "put": {
+                    "summary": "Make a version the default",
+                    "parameters": [_MODEL, _VERSION],
+                    "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (metrics port)",
+                    "responses": {
+                        "200": {
+                            "description": "Text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": {"Error": _ERROR, "Status": _STATUS}},
+    }

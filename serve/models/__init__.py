@@ -1,0 +1,1 @@
+"""Archives, model versions and the registry that maps names to them."""

@@ -1,0 +1,287 @@
+"""The registry: model name → versions (one default), and registration from the model store.
+
+Effective settings for a version come from, first to last: the registration request, the
+operator's `models:` section of serve.yaml, the archive's model-config.yaml, server defaults.
+(TorchServe lets the archive's minWorkers/maxWorkers override an explicit `initial_workers`;
+here the explicit request wins.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from handlers.loader import remove_from_path
+from serve.config import Config
+from serve.errors import (
+    BadRequest,
+    Conflict,
+    InternalError,
+    InvalidModel,
+    InvalidModelVersion,
+    ModelNotFound,
+    ModelVersionNotFound,
+)
+from serve.metrics import ServerMetrics
+from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
+from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
+from serve.workers.threads import ThreadBudget
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterParams:
+    """A registration request (REST query/JSON, gRPC, or a startup model)."""
+
+    url: str
+    model_name: str | None = None
+    handler: str | None = None
+    batch_size: int | None = None
+    max_batch_delay: int | None = None
+    initial_workers: int | None = None
+    response_timeout: float | None = None
+    synchronous: bool = True
+    startup_timeout: float = STARTUP_TIMEOUT
+    loaded_at_startup: bool = False
+
+
+@dataclass(slots=True)
+class Model:
+    """All versions of one model name and which one is the default."""
+
+    versions: dict[str, ModelVersion] = field(default_factory=dict)
+    default: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """The outcome of a registration."""
+
+    version: ModelVersion
+    workers: int
+    all_ready: bool
+
+
+class Registry:
+    """Registered models; every method runs on the event loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        gpu_count: int,
+        budget: ThreadBudget,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.config = config
+        self.gpu_count = gpu_count
+        self.models: dict[str, Model] = {}
+        self._budget = budget
+        self._metrics = metrics
+        self._workdir = Path(tempfile.mkdtemp(prefix="serve-models-"))
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """A version of a model (the default one when version is None or empty)."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        key = version or model.default
+        found = model.versions.get(key)
+        if found is None:
+            raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
+        return found
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, default first."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        default = model.versions[model.default]
+        return [default, *(v for k, v in sorted(model.versions.items()) if k != model.default)]
+
+    def default_versions(self) -> list[ModelVersion]:
+        """The default version of every model, sorted by model name."""
+        return [m.versions[m.default] for _, m in sorted(self.models.items())]
+
+    # --- registration ----------------------------------------------------------------------
+
+    async def register(self, params: RegisterParams) -> Registered:
+        """Open the archive, add the version, start its workers (and wait if synchronous)."""
+        path = locate(self.config.model_store, params.url)
+        archive = await asyncio.to_thread(open_archive, path, self._workdir)
+        try:
+            version = self._add(archive, params)
+        except BaseException:
+            await asyncio.to_thread(archive.remove)
+            raise
+        workers = version.min_workers
+        logger.info(
+            "Registered %s from %s (batch_size=%d, max_batch_delay=%dms, workers=%d, devices=%s)",
+            version.label,
+            params.url,
+            version.settings.batch_size,
+            version.settings.max_batch_delay,
+            workers,
+            [("cpu" if d is None else d) for d in version.settings.devices],
+        )
+        if not params.synchronous:
+            await version.scale(workers, version.max_workers, wait=None)
+            return Registered(version, workers, all_ready=False)
+        ready = await version.scale(workers, version.max_workers, wait=params.startup_timeout)
+        if not ready:
+            reason = version.pool.last_error or "the workers did not load in time"
+            await self.unregister(version.name, version.version, force=True)
+            raise InternalError(
+                f"Failed to start workers for model {version.name} "
+                f"version: {version.version}: {reason}"
+            )
+        return Registered(version, workers, all_ready=True)
+
+    def _add(self, archive: ModelArchive, params: RegisterParams) -> ModelVersion:
+        name = check_model_name(params.model_name or archive.name)
+        handler = params.handler or archive.handler
+        if not handler:
+            raise InvalidModel(
+                "The archive's manifest names no handler; pass handler= or build it with --handler"
+            )
+        model = self.models.get(name)
+        if model is not None and archive.version in model.versions:
+            raise Conflict(
+                f"Model version {archive.version} is already registered for model {name}"
+            )
+        version = ModelVersion(
+            archive=archive,
+            name=name,
+            handler=handler,
+            url=params.url,
+            settings=self._settings(name, archive, params),
+            budget=self._budget,
+            metrics=self._metrics,
+            loaded_at_startup=params.loaded_at_startup,
+        )
+        if model is None:
+            model = self.models[name] = Model(default=archive.version)
+        model.versions[archive.version] = version
+        return version
+
+    def _settings(
+        self, name: str, archive: ModelArchive, params: RegisterParams
+    ) -> VersionSettings:
+        ops = self.config.model_settings(name, archive.version)
+        arc = archive.settings
+        devices = self._devices(ops.devices, arc.device_type, arc.device_ids)
+        archive_pair = (
+            arc.min_workers is not None
+            and arc.min_workers > 0
+            and (arc.max_workers is None or arc.max_workers >= arc.min_workers)
+        )
+        min_workers = _first(
+            params.initial_workers,
+            ops.min_workers,
+            arc.min_workers if archive_pair else None,
+            self._default_workers(),
+        )
+        max_workers = max(
+            min_workers,
+            _first(ops.max_workers, arc.max_workers if archive_pair else None, min_workers),
+        )
+        return VersionSettings(
+            batch_size=_first(params.batch_size, ops.batch_size, arc.batch_size, 1),
+            max_batch_delay=_first(
+                params.max_batch_delay, ops.max_batch_delay, arc.max_batch_delay, 100
+            ),
+            min_workers=min_workers,
+            max_workers=max_workers,
+            response_timeout=_first(
+                params.response_timeout,
+                ops.response_timeout,
+                arc.response_timeout,
+                self.config.default_response_timeout,
+            ),
+            job_queue_size=_first(arc.job_queue_size, self.config.job_queue_size),
+            devices=devices,
+            device_type="cpu" if devices == (None,) else "gpu",
+        )
+
+    def _devices(
+        self,
+        configured: tuple[int, ...] | None,
+        device_type: str | None,
+        device_ids: tuple[int, ...] | None,
+    ) -> tuple[int | None, ...]:
+        if configured:
+            return configured
+        if device_type == "cpu" or self.gpu_count == 0:
+            return (None,)
+        if device_ids and all(0 <= d < self.gpu_count for d in device_ids):
+            return device_ids
+        return tuple(range(self.gpu_count))
+
+    def _default_workers(self) -> int:
+        if self.config.default_workers_per_model > 0:
+            return self.config.default_workers_per_model
+        return self.gpu_count or 1
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def set_default(self, name: str, version: str) -> None:
+        """Make `version` the one `/predictions/{name}` serves."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        if version not in model.versions:
+            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
+        model.default = version
+
+    async def unregister(
+        self, name: str, version: str | None = None, *, force: bool = False
+    ) -> None:
+        """Remove a version at once (new requests get 404), then drain it and stop its workers."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        key = version or model.default
+        found = model.versions.get(key)
+        if found is None:
+            raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
+        if key == model.default and len(model.versions) > 1 and not force:
+            raise InvalidModelVersion(f"Cannot remove default version for model {name}")
+        del model.versions[key]
+        if not model.versions:
+            del self.models[name]
+        elif key == model.default:
+            model.default = sorted(model.versions)[0]
+        await found.close()
+        if not any(v.archive.model_dir == found.archive.model_dir for v in self._all()):
+            remove_from_path(found.archive.model_dir)
+        logger.info("Unregistered %s", found.label)
+
+    def _all(self) -> list[ModelVersion]:
+        return [v for m in self.models.values() for v in m.versions.values()]
+
+    async def close(self) -> None:
+        """Drain and stop every model version."""
+        versions = self._all()
+        self.models.clear()
+        await asyncio.gather(*(v.close() for v in versions), return_exceptions=True)
+        await asyncio.to_thread(_remove_tree, self._workdir)
+
+
+def _first(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    raise BadRequest("no value")  # unreachable: the last candidate is always set
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

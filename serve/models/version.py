@@ -1,0 +1,187 @@
+"""One registered model version: its archive, settings, batcher and executor pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.loader import ServiceSpec
+from serve.batching.batcher import Batch, Batcher, Runner
+from serve.metrics import ServerMetrics
+from serve.models.archive import ModelArchive
+from serve.workers.pool import Pool
+from serve.workers.threads import ThreadBudget
+
+STARTUP_TIMEOUT = 120.0
+MAX_RETRY_TIMEOUT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSettings:
+    """The effective settings of a model version, after every source was applied."""
+
+    batch_size: int
+    max_batch_delay: int
+    min_workers: int
+    max_workers: int
+    response_timeout: float
+    job_queue_size: int
+    devices: tuple[int | None, ...]
+    device_type: str  # "cpu" or "gpu"
+
+
+class ModelVersion:
+    """A model version that can take requests once its executors are ready."""
+
+    def __init__(
+        self,
+        *,
+        archive: ModelArchive,
+        name: str,
+        handler: str,
+        url: str,
+        settings: VersionSettings,
+        budget: ThreadBudget,
+        metrics: ServerMetrics,
+        loaded_at_startup: bool,
+    ) -> None:
+        self.archive = archive
+        self.name = name
+        self.version = archive.version
+        self.handler = handler
+        self.url = url
+        self.settings = settings
+        self.loaded_at_startup = loaded_at_startup
+        self.label = f"Model {name} version {archive.version}"
+        self.metrics = metrics.for_model(name, archive.version)
+        self.batcher = Batcher(
+            model=name,
+            version=archive.version,
+            batch_size=settings.batch_size,
+            max_batch_delay_ms=settings.max_batch_delay,
+            queue_size=settings.job_queue_size,
+            response_timeout=settings.response_timeout,
+            on_stuck=self._replace_stuck,
+            on_batch=self.metrics.dispatched,
+        )
+        self._metric_sink = metrics.handler_metrics
+        self.pool = Pool(
+            spec_for=self._spec_for,
+            devices=settings.devices or (None,),
+            batcher=self.batcher,
+            budget=budget,
+            label=self.label,
+        )
+        self.min_workers = settings.min_workers
+        self.max_workers = settings.max_workers
+
+    def _spec_for(self, device: int | None) -> ServiceSpec:
+        return ServiceSpec(
+            model_name=self.name,
+            model_dir=self.archive.model_dir,
+            manifest=self.archive.manifest,
+            handler=self.handler,
+            gpu_id=device,
+            batch_size=self.settings.batch_size,
+            yaml_config=self.archive.yaml_config,
+            metric_sink=self._metric_sink,
+        )
+
+    def _replace_stuck(self, runner: Runner) -> None:
+        self.pool.replace_stuck(runner)
+
+    @property
+    def ready(self) -> bool:
+        """Ready when it has as many ready executors as min_workers asks (at least one)."""
+        return self.pool.ready_count >= max(1, self.min_workers)
+
+    async def scale(self, min_workers: int, max_workers: int, wait: float | None) -> bool:
+        """Set the worker count; with `wait`, wait up to that long for it. True when reached."""
+        self.min_workers = min_workers
+        self.max_workers = max_workers
+        started = self.pool.scale(min_workers)
+        if wait is None:
+            return True
+        loaded = await self.pool.wait_loaded(started, wait)
+        gone = await self.pool.wait_gone(wait)
+        return loaded and gone
+
+    async def close(self) -> None:
+        """Drain queued requests (up to the response timeout), then stop every executor."""
+        await self.batcher.close(self.settings.response_timeout)
+        await self.pool.close(timeout=10.0)
+        self.archive.remove()
+
+    def describe(self) -> dict[str, Any]:
+        """TorchServe's describe object (same keys, same order), plus per-worker gpuId."""
+        s = self.settings
+        body: dict[str, Any] = {
+            "modelName": self.name,
+            "modelVersion": self.version,
+            "modelUrl": self.url,
+            "runtime": self.archive.runtime,
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": s.batch_size,
+            "maxBatchDelay": s.max_batch_delay,
+            "responseTimeout": _number(s.response_timeout),
+            "startupTimeout": int(STARTUP_TIMEOUT),
+            "maxRetryTimeoutInSec": MAX_RETRY_TIMEOUT,
+            "clientTimeoutInMills": 0,
+            "parallelType": "",
+            "parallelLevel": 0,
+            "deviceType": s.device_type,
+        }
+        device_ids = [d for d in s.devices if d is not None]
+        if device_ids:
+            body["deviceIds"] = device_ids
+        body.update(
+            {
+                "continuousBatching": False,
+                "useJobTicket": False,
+                "useVenv": False,
+                "stateful": False,
+                "sequenceMaxIdleMSec": 0,
+                "sequenceTimeoutMSec": 0,
+                "maxNumSequence": 0,
+                "maxSequenceJobQueueSize": 0,
+                "loadedAtStartup": self.loaded_at_startup,
+                "workers": [self._worker(e) for e in self.pool.executors],
+                "jobQueueStatus": {
+                    "remainingCapacity": max(0, s.job_queue_size - self.batcher.pending),
+                    "pendingRequests": self.batcher.pending,
+                },
+            }
+        )
+        return body
+
+    def _worker(self, executor: Any) -> dict[str, Any]:
+        started = executor.started_at
+        return {
+            "id": executor.id,
+            "startTime": started.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{started.microsecond // 1000:03d}Z",
+            "status": executor.state,
+            "memoryUsage": _rss_bytes(),
+            "pid": os.getpid(),
+            "gpu": executor.device is not None,
+            "gpuId": executor.device,
+            "gpuUsage": "N/A",
+        }
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+__all__ = ["Batch", "ModelVersion", "VersionSettings"]

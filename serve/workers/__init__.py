@@ -1,0 +1,1 @@
+"""Executor threads, their devices, and the pool that scales them."""

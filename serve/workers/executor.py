@@ -1,0 +1,156 @@
+"""One executor thread: owns one handler instance on one device and runs batches in order.
+
+The handler is created and initialized in this thread. The thread never touches aiohttp or
+grpclib objects: results go back to the event loop with `call_soon_threadsafe`, one call per
+batch (plus one per streamed chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from handlers.loader import ServiceSpec, load_service
+from handlers.messages import BatchFailure, Output
+from handlers.service import Service
+from serve.batching.request import InferenceRequest
+from serve.workers.threads import ThreadBudget
+
+logger = logging.getLogger(__name__)
+
+Batch = list[InferenceRequest]
+Result = list[Output] | BatchFailure
+
+
+class Executor:
+    """A thread running one handler instance; states LOADING → READY → (UNLOADING) → gone."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        spec: ServiceSpec,
+        budget: ThreadBudget,
+        loop: asyncio.AbstractEventLoop,
+        on_loaded: Callable[[Executor, BaseException | None], None],
+        on_complete: Callable[[Executor, Batch, Result], None],
+        on_exit: Callable[[Executor], None],
+    ) -> None:
+        self.id = worker_id
+        self.device = spec.gpu_id
+        self.name = f"W-{worker_id}-{spec.model_name}"
+        self.state = "LOADING"
+        self.retiring = False
+        self.started_at = datetime.now(UTC)
+        self.load_seconds: float | None = None
+        self._spec = spec
+        self._budget = budget
+        self._loop = loop
+        self._on_loaded = on_loaded
+        self._on_complete = on_complete
+        self._on_exit = on_exit
+        self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._threads = 0
+
+    def start(self) -> None:
+        """Start the thread; it loads the handler, then reports through `on_loaded`."""
+        self._thread.start()
+
+    def run(self, batch: Batch) -> None:
+        """Queue a batch (called on the loop; the batcher only sends one when idle)."""
+        self._inbox.put(batch)
+
+    def stop(self) -> None:
+        """Exit after the current batch."""
+        self._inbox.put(None)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; True if it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        started = time.monotonic()
+        try:
+            service, stream = self._load()
+        except BaseException as exc:
+            self._post(self._on_loaded, self, exc)
+            self._post(self._on_exit, self)
+            return
+        self.load_seconds = time.monotonic() - started
+        self._post(self._on_loaded, self, None)
+        try:
+            self._serve(service, stream)
+        finally:
+            del service
+            self._post(self._on_exit, self)
+
+    def _load(self) -> tuple[Service, Any]:
+        import torch
+
+        self._threads = self._budget.per_executor
+        torch.set_num_threads(self._threads)
+        stream = None
+        if self.device is not None and torch.cuda.is_available():
+            if self.device >= torch.cuda.device_count():
+                raise RuntimeError(
+                    f"device {self.device} does not exist: {torch.cuda.device_count()} GPUs visible"
+                )
+            torch.cuda.set_device(self.device)
+            stream = torch.cuda.Stream(self.device)
+        with _on_stream(stream):
+            service = load_service(self._spec)
+        return service, stream
+
+    def _serve(self, service: Service, stream: Any) -> None:
+        import torch
+
+        inbox = self._inbox
+        while True:
+            batch = inbox.get()
+            if batch is None:
+                return
+            if self._budget.per_executor != self._threads:
+                self._threads = self._budget.per_executor
+                torch.set_num_threads(self._threads)
+            result = self._predict(service, stream, batch)
+            self._post(self._on_complete, self, batch, result)
+
+    def _predict(self, service: Service, stream: Any, batch: Batch) -> Result:
+        def intermediate(idx: int, output: Output) -> None:
+            self._post(batch[idx].deliver, output)
+
+        try:
+            with _on_stream(stream):
+                result = service.predict(batch, intermediate)
+                if stream is not None:
+                    stream.synchronize()
+            return result
+        except BaseException as exc:  # a bug outside the handler's own call, or SystemExit
+            logger.exception("%s: running a batch failed", self.name)
+            return BatchFailure(500, f"Internal error running the model: {type(exc).__name__}")
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
+            self._loop.call_soon_threadsafe(callback, *args)
+
+
+@contextlib.contextmanager
+def _on_stream(stream: Any) -> Iterator[None]:
+    if stream is None:
+        yield
+        return
+    import torch
+
+    with torch.cuda.stream(stream):
+        yield
