@@ -25,6 +25,7 @@ from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.registry import RegisterParams, Registry
 from serve.workers.devices import visible_gpu_count
+from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or a signal arrives; a bad startup model is a ConfigError."""
     stop = stop or asyncio.Event()
     startup = startup_models(config)
+    preload()  # before any listener is bound: nothing is being served yet
     metrics = ServerMetrics()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
     registry = Registry(

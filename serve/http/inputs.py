@@ -82,7 +82,7 @@ async def _urlencoded(request: web.Request, limit: int) -> tuple[Param, ...]:
 
     body = await read_body(request, limit)
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"Malformed application/x-www-form-urlencoded body: {exc}") from exc
     return tuple(Param(name, "", bytearray(value.encode("utf-8"))) for name, value in pairs)

@@ -1,0 +1,158 @@
+"""Source code of the handlers the end-to-end tests serve, written as TorchServe users write them."""
+
+ECHO = """
+    import time
+
+    def handle(data, context):
+        if data is None:  # TorchServe calls a function entry once at load time
+            return None
+        out = []
+        for idx, row in enumerate(data):
+            value = row.get("body", row.get("data"))
+            shown = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+            if shown == "teapot":
+                context.set_response_status(418, "I'm a teapot", idx)
+                context.set_response_header(idx, "X-Custom", "yes")
+            if isinstance(shown, dict) and "sleep" in shown:
+                time.sleep(shown["sleep"])
+            out.append({
+                "batch": len(data),
+                "gpu_id": context.system_properties["gpu_id"],
+                "type": type(value).__name__,
+                "input": shown,
+                "keys": sorted(row),
+                "request_id": context.get_request_id(idx),
+                "x_test": context.get_request_header(idx, "X-Test"),
+                "url_path": context.get_request_header(idx, "url_path"),
+                "explain": context.get_request_header(idx, "explain"),
+                "yaml": context.model_yaml_config.get("handler"),
+            })
+        return out
+"""
+
+KINDS = """
+    import torch
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for idx, row in enumerate(data):
+            kind = row["body"].decode() if isinstance(row["body"], (bytes, bytearray)) else row["body"]
+            if kind == "bytes":
+                out.append(b"\\x00\\x01raw")
+            elif kind == "str":
+                out.append("plain text")
+            elif kind == "tensor":
+                out.append(torch.tensor([1.0, 2.0]))
+            elif kind == "typed":
+                context.set_response_content_type(idx, "application/x-custom")
+                out.append(b"custom")
+            else:
+                out.append({"kind": kind})
+        return out
+"""
+
+FAILING = """
+    from ts.utils.util import PredictionException
+
+    def handle(data, context):
+        if data is None:
+            return None
+        command = data[0].get("body")
+        if isinstance(command, (bytes, bytearray)):
+            command = command.decode()
+        if command == "boom":
+            raise ValueError("boom")
+        if command == "custom":
+            raise PredictionException("custom failure", 418)
+        if command == "short":
+            return []
+        if command == "notalist":
+            return "not a list"
+        if command == "weird":
+            return [object()]
+        if command == "oom":
+            raise MemoryError()
+        return ["ok"] * len(data)
+"""
+
+GATED = """
+    import os
+    import time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        gate = os.path.join(context.system_properties["model_dir"], "..", "gate")
+        while not os.path.exists(gate):  # the test opens the gate by creating the file
+            time.sleep(0.01)
+        return [len(data)] * len(data)
+"""
+
+HANGING = """
+    import time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        if data[0].get("body") == "hang":
+            time.sleep(600)
+        return ["ok"] * len(data)
+"""
+
+STREAMING = """
+    from ts.handler_utils.utils import send_intermediate_predict_response
+
+    def handle(data, context):
+        if data is None:
+            return None
+        for i in range(3):
+            send_intermediate_predict_response(
+                [f"chunk{i};"] * len(data), context.request_ids, "Intermediate", 200, context
+            )
+        return ["done"] * len(data)
+"""
+
+FAILS_TO_LOAD = """
+    def handle(data, context):
+        raise RuntimeError("this model cannot load")
+"""
+
+VERSIONED = """
+    VERSION = "{version}"
+
+    def handle(data, context):
+        if data is None:
+            return None
+        return [{{"version": VERSION}} for _ in data]
+"""
+
+# A handler in a class, subclassing TorchServe's BaseHandler, for an eager model (model.py +
+# state_dict), packaged by the real torch-model-archiver.
+TS_CLASS_HANDLER = """
+    import torch
+    from ts.torch_handler.base_handler import BaseHandler
+
+
+    class ScaleHandler(BaseHandler):
+        def preprocess(self, data):
+            rows = [row.get("data") or row.get("body") for row in data]
+            return torch.tensor(rows, dtype=torch.float32)
+
+        def postprocess(self, output):
+            return output.tolist()
+"""
+
+TS_MODEL = """
+    import torch
+
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.factor = torch.nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x):
+            return x * self.factor
+"""

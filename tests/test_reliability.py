@@ -1,0 +1,139 @@
+"""Unhappy paths: hangs, full queues, oversized bodies, failing loads, shutdown under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests import handlers_src as src
+from tests.conftest import metric_samples, run
+from tests.support import Server, http, model_folder, server_config
+
+
+@pytest.mark.usefixtures("loop_guard")
+def test_a_hanging_batch_times_out_and_the_model_keeps_serving(server: Server) -> None:
+    url = server.inference + "/predictions/hanging"
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data="hang", headers={"Content-Type": "text/plain"}) as r:
+                assert r.status == 504
+                error = await r.json()
+                assert error["type"] == "RequestTimeoutException"
+                assert "response_timeout" in error["message"]
+            for _ in range(3):
+                async with s.post(url, data="fine", headers={"Content-Type": "text/plain"}) as r:
+                    assert r.status == 200
+                    assert await r.read() == b"ok"
+
+    run(main())
+    status, body = http("GET", server.management + "/models/hanging")
+    workers = json.loads(body)[0]["workers"]
+    assert [w["status"] for w in workers] == ["READY"], "the stuck executor was replaced"
+
+
+@pytest.mark.usefixtures("loop_guard")
+def test_a_full_queue_is_refused_at_the_door_with_retry_after(server: Server) -> None:
+    url = server.inference + "/predictions/gated"
+    gate_file = server.root / "store" / "gate"
+    key = (("model_name", "gated"), ("model_version", "1.0"))
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s:
+
+            async def post() -> tuple[int, dict[str, str], bytes]:
+                async with s.post(url, data=b"x") as r:
+                    return r.status, dict(r.headers), await r.read()
+
+            first = asyncio.ensure_future(post())
+            while metric_samples(server, "serve_executions_total").get(key, 0) < 1:
+                await asyncio.sleep(0.01)  # polling a metric: the first batch is running
+            queued = [asyncio.ensure_future(post()) for _ in range(2)]
+            while (
+                json.loads(http("GET", server.management + "/models/gated")[1])[0][
+                    "jobQueueStatus"
+                ]["pendingRequests"]
+                < 2
+            ):
+                await asyncio.sleep(0.01)
+            status, headers, body = await post()
+            assert status == 503
+            assert headers["Retry-After"] == "1"
+            assert json.loads(body)["type"] == "ServiceUnavailableException"
+            gate_file.touch()
+            results = await asyncio.gather(first, *queued)
+            assert [r[0] for r in results] == [200, 200, 200]
+
+    run(main())
+
+
+def accepted(server: Server, model: str) -> float:
+    """Requests the server has taken for a model: dispatched plus queued."""
+    key = (("model_name", model), ("model_version", "1.0"))
+    dispatched = metric_samples(server, "serve_inferences_total").get(key, 0.0)
+    described = json.loads(http("GET", f"{server.management}/models/{model}")[1])[0]
+    return dispatched + described["jobQueueStatus"]["pendingRequests"]
+
+
+def test_oversized_bodies_get_413_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model_folder(store, "echo", src.ECHO)
+    server = Server(tmp_path, server_config(store, load_models=["echo"], max_request_size=1000))
+    server.start()
+    try:
+        server.wait_ready()
+        status, body = http("POST", server.inference + "/predictions/echo", b"x" * 5000)
+        assert status == 413
+        assert "max_request_size" in json.loads(body)["message"]
+        status, body = http("POST", server.inference + "/predictions/echo", b"x" * 10)
+        assert status == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_model_that_fails_to_load_is_reported_and_not_registered(server: Server) -> None:
+    store = server.root / "store"
+    model_folder(store, "broken", src.FAILS_TO_LOAD)
+    status, body = http("POST", server.management + "/models?url=broken&initial_workers=1")
+    assert status == 500
+    message = json.loads(body)["message"]
+    assert "Failed to start workers for model broken" in message
+    assert "this model cannot load" in message
+    assert http("GET", server.management + "/models/broken")[0] == 404
+    assert "this model cannot load" in server.log()
+    assert http("GET", server.inference + "/ping")[0] == 200
+
+
+def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model_folder(store, "echo", src.ECHO)
+    server = Server(tmp_path, server_config(store, load_models=["echo"]))
+    server.start()
+    server.wait_ready()
+    url = server.inference + "/predictions/echo"
+
+    async def main() -> list[int]:
+        async with aiohttp.ClientSession() as s:
+
+            async def post(i: int) -> int:
+                async with s.post(url, json={"sleep": 0.05, "i": i}) as r:
+                    body = await r.json()
+                    assert body["input"]["i"] == i
+                    return r.status
+
+            calls = [asyncio.ensure_future(post(i)) for i in range(20)]
+            while accepted(server, "echo") < 20:
+                await asyncio.sleep(0.01)  # polling: every request has reached the server
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*calls)
+
+    statuses = run(main())
+    assert statuses == [200] * 20
+    assert server.wait() == 0
+    assert "Shutting down" in server.log()
