@@ -1,4 +1,4 @@
-"""Source code of the handlers the end-to-end tests serve, written as TorchServe users write them."""
+"""Handlers the end-to-end tests serve, written as TorchServe users write them."""
 
 ECHO = """
     import time
@@ -9,7 +9,8 @@ ECHO = """
         out = []
         for idx, row in enumerate(data):
             value = row.get("body", row.get("data"))
-            shown = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+            raw = isinstance(value, (bytes, bytearray))
+            shown = value.decode("utf-8", "replace") if raw else value
             if shown == "teapot":
                 context.set_response_status(418, "I'm a teapot", idx)
                 context.set_response_header(idx, "X-Custom", "yes")
@@ -38,7 +39,8 @@ KINDS = """
             return None
         out = []
         for idx, row in enumerate(data):
-            kind = row["body"].decode() if isinstance(row["body"], (bytes, bytearray)) else row["body"]
+            kind = row["body"]
+            kind = kind.decode() if isinstance(kind, (bytes, bytearray)) else kind
             if kind == "bytes":
                 out.append(b"\\x00\\x01raw")
             elif kind == "str":

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 import pytest
+from multidict import CIMultiDict
 
 from tests.conftest import metric_samples, run
 from tests.support import Server

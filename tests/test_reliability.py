@@ -32,7 +32,7 @@ def test_a_hanging_batch_times_out_and_the_model_keeps_serving(server: Server) -
                     assert await r.read() == b"ok"
 
     run(main())
-    status, body = http("GET", server.management + "/models/hanging")
+    _, body = http("GET", server.management + "/models/hanging")
     workers = json.loads(body)[0]["workers"]
     assert [w["status"] for w in workers] == ["READY"], "the stuck executor was replaced"
 
