@@ -30,10 +30,14 @@ def free_port() -> int:
 
 
 def http(
-    method: str, url: str, body: bytes | None = None, timeout: float = 30.0
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """A blocking HTTP call for fixtures (tests themselves use aiohttp)."""
-    request = urllib.request.Request(url, data=body, method=method)
+    """A blocking HTTP call, for fixtures and management calls."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
