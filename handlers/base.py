@@ -115,7 +115,7 @@ class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC to
     def _load_torchscript_model(self, model_pt_path: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(model_pt_path, map_location=self.device)
+            return torch.jit.load(model_pt_path, map_location=self.device)  # type: ignore[no-untyped-call]
 
     def _load_pickled_model(
         self, model_dir: str, model_file: str, model_pt_path: str | None

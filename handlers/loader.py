@@ -122,7 +122,7 @@ def _entry_point(
             f"{[c.__name__ for c in classes]} in handler {handler!r}"
         )
     try:
-        instance = classes[0]()
+        instance: Any = classes[0]()
     except Exception as exc:
         raise HandlerLoadError(f"creating {classes[0].__name__}() failed: {exc}") from exc
     if not callable(getattr(instance, "handle", None)):

@@ -47,10 +47,7 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     for index, item in enumerate(config.load_models):
         key = f"load_models[{index}]"
         if item == "all":
-            entries.extend(
-                (key, RegisterParams(url=url, loaded_at_startup=True))
-                for url in _all_archives(store)
-            )
+            entries.extend((key, _startup(url)) for url in _all_archives(store))
             continue
         name, sep, url = item.partition("=")
         if not sep:
@@ -59,10 +56,13 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
             raise ConfigError(key, f"{item!r} must name a file or folder inside model_store")
         if not (store / url).exists():
             raise ConfigError(key, f"{url} is not in the model store {store}")
-        entries.append(
-            (key, RegisterParams(url=url, model_name=name or None, loaded_at_startup=True))
-        )
+        entries.append((key, _startup(url, name or None)))
     return entries
+
+
+def _startup(url: str, name: str | None = None) -> RegisterParams:
+    # executors load in the background while the listeners come up
+    return RegisterParams(url=url, model_name=name, synchronous=False, loaded_at_startup=True)
 
 
 def _all_archives(store: Path) -> list[str]:
@@ -91,7 +91,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         stack.push_async_callback(registry.close)
         for key, params in startup:
             try:
-                await registry.register(RegisterParams(**{**_fields(params), "synchronous": False}))
+                await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
         listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
@@ -110,10 +110,6 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         logger.info("Shutting down: finishing in-flight requests")
 
 
-def _fields(params: RegisterParams) -> dict[str, object]:
-    return {name: getattr(params, name) for name in params.__dataclass_fields__}
-
-
 async def _listen(stack: AsyncExitStack, app: web.Application, address: Address) -> Address:
     runner = web.AppRunner(
         app,
@@ -129,10 +125,8 @@ async def _listen(stack: AsyncExitStack, app: web.Application, address: Address)
         await site.start()
     except OSError as exc:
         raise ConfigError(str(address), f"cannot bind: {exc.strerror}") from exc
-    server = site._server
-    port = address.port
-    if server is not None and getattr(server, "sockets", None):
-        port = server.sockets[0].getsockname()[1]
+    sockets = getattr(site._server, "sockets", None)
+    port = sockets[0].getsockname()[1] if sockets else address.port
     return Address(address.host, port)
 
 

@@ -28,7 +28,7 @@ from handlers.metrics import MetricTypes
 
 logger = logging.getLogger(__name__)
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HOSTNAME = socket.gethostname()
 _MODEL_LABELS = ("model_name", "model_version")

@@ -107,7 +107,7 @@ class Executor:
                     f"device {self.device} does not exist: {torch.cuda.device_count()} GPUs visible"
                 )
             torch.cuda.set_device(self.device)
-            stream = torch.cuda.Stream(self.device)
+            stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         with _on_stream(stream):
             service = load_service(self._spec)
         return service, stream
