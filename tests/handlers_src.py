@@ -33,6 +33,8 @@ ECHO = """
 
 KINDS = """
     import torch
+    from ts.metrics.dimension import Dimension
+    from ts.metrics.metric_type_enum import MetricTypes
 
     def handle(data, context):
         if data is None:
@@ -50,6 +52,14 @@ KINDS = """
             elif kind == "typed":
                 context.set_response_content_type(idx, "application/x-custom")
                 out.append(b"custom")
+            elif kind == "metrics":
+                context.metrics.add_counter("KindsCalls", 2)
+                context.metrics.add_time("KindsTime", 12.5, dimensions=[Dimension("Stage", "all")])
+                hist = context.metrics.add_metric_to_cache(
+                    "KindsSizes", "B", ["Dim"], MetricTypes.HISTOGRAM
+                )
+                hist.add_or_update(3.0, ["x"])
+                out.append("recorded")
             else:
                 out.append({"kind": kind})
         return out

@@ -9,9 +9,10 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import metric_samples, run
-from tests.support import Server
+from tests.support import Server, http
 
 pytestmark = pytest.mark.usefixtures("loop_guard")
 
@@ -239,3 +240,30 @@ def test_streaming_handler_answers_in_chunks(server: Server) -> None:
     assert b"".join(chunks) == b"chunk0;chunk1;chunk2;done"
     assert headers["Transfer-Encoding"] == "chunked"
     assert headers["ts_stream_next"] == "true"
+
+
+def test_handler_metrics_reach_prometheus(server: Server) -> None:
+    status, _ = http(
+        "POST",
+        server.inference + "/predictions/kinds",
+        b"metrics",
+        headers={"Content-Type": "text/plain"},
+    )
+    assert status == 200
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(
+            http("GET", server.metrics + "/metrics")[1].decode()
+        )
+    }
+    [calls] = families["KindsCalls"].samples
+    assert calls.value >= 2
+    assert calls.labels["ModelName"] == "kinds"
+    assert calls.labels["Level"] == "Model"
+    [timed] = families["KindsTime"].samples
+    assert (timed.value, timed.labels["Stage"]) == (12.5, "all")
+    assert families["KindsSizes"].type == "histogram"
+    assert families["ts_inference_requests"].type == "counter"
+    latency = families["ts_inference_latency_microseconds"]
+    assert {s.labels["model_name"] for s in latency.samples} >= {"kinds"}
+    assert all(s.labels["hostname"] for s in latency.samples)
