@@ -494,6 +494,9 @@ def test_locked_server_refuses_the_model_api_and_big_messages_then_drains_on_sig
             # answers the running one, then exits cleanly.
             running = infer.Predictions.future(_request(pb, "gated", body=b"x"))
             _wait_for_inflight(server)
+            queued = _request(pb, "gated", body=b"late")
+            code, _ = _fails(lambda r: infer.Predictions(r, timeout=0.2), queued)
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
             server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             empty = i.google_dot_protobuf_dot_empty__pb2.Empty()
             _wait_until_refused(infer, empty)
