@@ -54,6 +54,20 @@ KINDS = """
 """
 
 
+# Streams one chunk, then fails: the stream breaks after its first message.
+BREAKING = """
+    from ts.handler_utils.utils import send_intermediate_predict_response
+
+    def handle(data, context):
+        if data is None:
+            return None
+        send_intermediate_predict_response(
+            ["partial"] * len(data), context.request_ids, "Intermediate", 200, context
+        )
+        raise ValueError("broken after the first chunk")
+"""
+
+
 def build_store(store: Path) -> None:
     """The models of the gRPC test server; `spare` is in the store but not loaded."""
     model_folder(store, "echo", src.ECHO)
@@ -61,14 +75,16 @@ def build_store(store: Path) -> None:
     model_folder(store, "failing", src.FAILING)
     model_folder(store, "streaming", src.STREAMING)
     model_folder(store, "gated", src.GATED)
+    model_folder(store, "breaking", BREAKING)
     model_folder(store, "spare", src.VERSIONED.format(version="1.0"), name="spare")
     model_folder(
         store, "spare-v2", src.VERSIONED.format(version="2.0"), name="spare", version="2.0"
     )
 
 
-LOADED = ["echo", "kinds", "failing", "streaming", "gated"]
+LOADED = ["echo", "kinds", "failing", "streaming", "gated", "breaking"]
 MODELS = {
     "echo": {"1.0": {"batch_size": 8, "max_batch_delay": 100}},
     "streaming": {"1.0": {"batch_size": 1}},
+    "breaking": {"1.0": {"batch_size": 1}},
 }

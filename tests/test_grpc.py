@@ -201,6 +201,24 @@ def test_stream_predictions_relays_intermediate_responses(
     assert asyncio.run(main()) == [b"chunk0;", b"chunk1;", b"chunk2;", b"done"]
 
 
+def test_a_stream_broken_after_its_first_chunk_ends_with_the_error(
+    infer: Any, pb: dict[str, ModuleType]
+) -> None:
+    replies = infer.StreamPredictions(_request(pb, "breaking", body=b"x"))
+    assert next(replies).prediction == b"partial"
+    assert _fails(next, replies) == (grpc.StatusCode.UNAVAILABLE, "Prediction failed")
+    code, _ = _fails(infer.Predictions, _request(pb, "breaking", body=b"x"))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    request = pb["inference_pb2"].PredictionsRequest(
+        model_name="breaking", input={"body": b"x"}, sequence_id="b"
+    )
+    replies = list(infer.StreamPredictions2(iter([request, request])))
+    assert [(r.prediction, r.status.message) for r in replies] == [
+        (b"partial", ""),
+        (b"", "Prediction failed"),
+    ] * 2
+
+
 def test_errors_become_grpc_statuses_with_the_message(
     infer: Any, pb: dict[str, ModuleType]
 ) -> None:
