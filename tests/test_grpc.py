@@ -72,7 +72,7 @@ def manage(grpc_server: Server, pb: dict[str, ModuleType]) -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
-def loop_guard(grpc_server: Server) -> Iterator[None]:
+def grpc_loop_guard(grpc_server: Server) -> Iterator[None]:
     """Fail a test if the server's event loop was blocked while it ran."""
     yield
     worst = max(_metric(grpc_server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
