@@ -1,8 +1,9 @@
 """The server's lifecycle: one AsyncExitStack owning the registry, the listeners and the tasks.
 
 Start: open the startup archives (a bad one is a config error, before any port is bound), bind
-the listeners, then let the executors load. Stop (SIGTERM/SIGINT): stop accepting and finish
-in-flight requests, then drain the batchers and join the executor threads.
+the HTTP listeners and the gRPC servers, then let the executors load. Stop (SIGTERM/SIGINT):
+stop accepting and finish in-flight requests (gRPC, then HTTP), then drain the batchers and
+join the executor threads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from serve.config import Address, Config, ConfigError
 from serve.errors import ServeError
+from serve.grpc.server import start_grpc
 from serve.http.apps import inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
@@ -102,6 +104,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         for label, address, build in listeners:
             bound = await _listen(stack, build(config, registry, metrics), address)
             logger.info("%s bound to http://%s", label, bound)
+        for label, bound in await start_grpc(stack, config, registry, SHUTDOWN_GRACE):
+            logger.info("%s bound to %s", label, bound)
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)

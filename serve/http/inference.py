@@ -21,6 +21,8 @@ from serve.errors import InternalError, MethodNotAllowed, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
 from serve.http.inputs import read_params
 from serve.http.openapi import api_description
+from serve.models.operations import healthy
+from serve.models.predict import chunks, predict
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +54,8 @@ def routes() -> list[web.RouteDef]:
 
 async def ping(request: web.Request) -> web.Response:
     """TorchServe's health: Unhealthy (500) when a model has fewer live workers than min."""
-    registry = request.app[REGISTRY]
-    for model in registry.models.values():
-        for version in model.versions.values():
-            if len(version.pool.live) < version.min_workers:
-                return json_response({"status": "Unhealthy"}, 500)
+    if not healthy(request.app[REGISTRY]):
+        return json_response({"status": "Unhealthy"}, 500)
     return json_response({"status": "Healthy"})
 
 
@@ -125,15 +124,7 @@ async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
         ("url_path", info.get("path", "")),
     )
     job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
-    version.batcher.submit(job)
-    try:
-        output = await job.future
-    except asyncio.CancelledError:
-        job.future.cancel()
-        raise
-    finally:
-        queued = (job.dispatched - job.arrival) if job.dispatched else 0.0
-        version.metrics.answered(url_version, time.monotonic() - started, queued)
+    output = await predict(version, job, url_version, started)
     if output.final:
         return _response(output, request_id)
     return await _stream(request, job, output, request_id)
@@ -184,16 +175,10 @@ async def _stream(
     response = web.StreamResponse(status=status, reason=reason, headers=_headers(first, request_id))
     response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write(first.body)
-    stream = job.stream
-    assert stream is not None
-    while True:
-        item = await stream.get()
-        if isinstance(item, ServeError):
-            logger.warning("Request %s: stream ended by an error: %s", request_id, item.message)
-            break
-        await response.write(item.body)
-        if item.final:
-            break
+    try:
+        async for item in chunks(job, first):
+            await response.write(item.body)
+    except ServeError as error:
+        logger.warning("Request %s: stream ended by an error: %s", request_id, error.message)
     await response.write_eof()
     return response

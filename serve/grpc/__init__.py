@@ -1,0 +1,1 @@
+"""The gRPC APIs (TorchServe's inference.proto and management.proto) over grpclib."""

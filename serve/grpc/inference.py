@@ -1,0 +1,165 @@
+"""TorchServe's InferenceAPIsService: Ping, Predictions, StreamPredictions, StreamPredictions2.
+
+The same path as REST: resolve the version, one handler parameter per `input` entry, one
+InferenceRequest through the batcher. Like TorchServe, inputs carry no content type, so handlers
+get bytearrays. Errors end the RPC with their status (serve.grpc.errors), except on
+StreamPredictions2, where each request is answered in order and a failed one gets an in-band
+`status` so the stream can go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from handlers.messages import Param
+from serve.batching.request import InferenceRequest
+from serve.errors import BadRequest, ServeError
+from serve.grpc.errors import rpc_status
+from serve.grpc.gen.google.protobuf import Empty
+from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
+    InferenceApIsServiceBase,
+    PredictionResponse,
+    PredictionsRequest,
+    TorchServeHealthResponse,
+)
+from serve.models.operations import healthy
+from serve.models.predict import chunks, first_output, predict
+from serve.models.registry import Registry
+from serve.models.version import ModelVersion
+
+# Requests of one StreamPredictions2 call queued ahead of the answer being written; past it
+# the server stops reading the stream, so a client that does not read cannot pile up work.
+STREAM_WINDOW = 64
+SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A StreamPredictions2 request in its model's batcher."""
+
+    sequence_id: str | None
+    version: ModelVersion
+    job: InferenceRequest
+    url_version: str | None
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A StreamPredictions2 request refused before it was queued."""
+
+    sequence_id: str | None
+    error: ServeError
+
+
+_Submitted = _Queued | _Refused
+
+
+class InferenceService(InferenceApIsServiceBase):
+    """The inference service over one registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def ping(self, message: Empty) -> TorchServeHealthResponse:
+        """TorchServe's health JSON; an unhealthy server still answers OK, as TorchServe's."""
+        status = "Healthy" if healthy(self._registry) else "Unhealthy"
+        return TorchServeHealthResponse(
+            health=orjson.dumps({"status": status}, option=orjson.OPT_INDENT_2).decode()
+        )
+
+    async def predictions(self, message: PredictionsRequest) -> PredictionResponse:
+        """One answer; a streaming handler's chunks are joined, as REST's chunked body is."""
+        version, job, started = self._job(message)
+        first = await predict(version, job, message.model_version or None, started)
+        body = b"".join([item.body async for item in chunks(job, first)])
+        return PredictionResponse(prediction=body)
+
+    async def stream_predictions(
+        self, message: PredictionsRequest
+    ) -> AsyncIterator[PredictionResponse]:
+        """One message per handler chunk (send_intermediate_predict_response), then the last."""
+        version, job, started = self._job(message)
+        first = await predict(version, job, message.model_version or None, started)
+        async for item in chunks(job, first):
+            yield PredictionResponse(prediction=item.body)
+
+    async def stream_predictions_2(
+        self, messages: AsyncIterator[PredictionsRequest]
+    ) -> AsyncIterator[PredictionResponse]:
+        """Every request answered in order; requests are queued as they arrive, so they batch."""
+        queue: asyncio.Queue[_Submitted | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        reader = asyncio.create_task(self._read(messages, queue, window))
+        try:
+            while (item := await queue.get()) is not None:
+                async for response in self._answers(item):
+                    yield response
+                window.release()
+            await reader  # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
+            if reader.done() and not reader.cancelled():
+                reader.exception()  # the call is over either way; nobody else will read it
+            while not queue.empty():
+                left = queue.get_nowait()
+                if isinstance(left, _Queued):
+                    left.job.future.cancel()  # the batcher drops it before any handler
+
+    async def _read(
+        self,
+        messages: AsyncIterator[PredictionsRequest],
+        queue: asyncio.Queue[_Submitted | None],
+        window: asyncio.Semaphore,
+    ) -> None:
+        try:
+            async for message in messages:
+                await window.acquire()
+                queue.put_nowait(self._submit(message))
+        finally:
+            queue.put_nowait(None)
+
+    def _submit(self, message: PredictionsRequest) -> _Submitted:
+        try:
+            version, job, started = self._job(message)
+            version.batcher.submit(job)
+        except ServeError as error:
+            return _Refused(message.sequence_id, error)
+        url_version = message.model_version or None
+        return _Queued(message.sequence_id, version, job, url_version, started)
+
+    async def _answers(self, item: _Submitted) -> AsyncIterator[PredictionResponse]:
+        if isinstance(item, _Refused):
+            yield _failed(item.sequence_id, item.error)
+            return
+        try:
+            first = await first_output(item.version, item.job, item.url_version, item.started)
+            async for output in chunks(item.job, first):
+                yield PredictionResponse(prediction=output.body, sequence_id=item.sequence_id)
+        except ServeError as error:
+            yield _failed(item.sequence_id, error)
+
+    def _job(self, message: PredictionsRequest) -> tuple[ModelVersion, InferenceRequest, float]:
+        if not message.model_name:
+            raise BadRequest("Parameter model_name is required.")
+        version = self._registry.get(message.model_name, message.model_version or None)
+        if not message.input:
+            raise BadRequest("Parameter input is required.")
+        params = tuple(Param(name, "", bytearray(value)) for name, value in message.input.items())
+        headers: tuple[tuple[str, str], ...] = ()
+        if message.sequence_id:
+            headers = ((SEQUENCE_HEADER, message.sequence_id),)
+        loop = asyncio.get_running_loop()
+        job = InferenceRequest(str(uuid.uuid4()), params, headers, loop)
+        return version, job, time.monotonic()
+
+
+def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:
+    return PredictionResponse(sequence_id=sequence_id, status=rpc_status(error))

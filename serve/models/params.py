@@ -1,0 +1,77 @@
+"""Request parameters of the model APIs, validated the same way for REST and gRPC.
+
+REST passes query strings or JSON values, gRPC passes proto fields that were set; either way
+every bad value is a 400 (gRPC INVALID_ARGUMENT) that names the parameter.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from serve.errors import BadRequest
+
+
+def int_param(params: Mapping[str, Any], name: str, minimum: int | None = None) -> int | None:
+    """An optional integer parameter."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise BadRequest(f"Parameter {name} must be an integer, got {raw!r}")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Parameter {name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"Parameter {name} must be at least {minimum}, got {value}")
+    return value
+
+
+def float_param(params: Mapping[str, Any], name: str, minimum: float) -> float | None:
+    """An optional number parameter (strictly greater than minimum)."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Parameter {name} must be a number, got {raw!r}") from None
+    if isinstance(raw, bool) or not value > minimum:
+        raise BadRequest(f"Parameter {name} must be greater than {minimum:g}, got {raw!r}")
+    return value
+
+
+def bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    """An optional true/false parameter."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"Parameter {name} must be true or false, got {raw!r}")
+
+
+def str_param(params: Mapping[str, Any], name: str) -> str | None:
+    """An optional string parameter."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise BadRequest(f"Parameter {name} must be a string, got {raw!r}")
+    return raw
+
+
+def check_known(params: Mapping[str, Any], known: frozenset[str]) -> None:
+    """Refuse unknown parameter names (usually a typo), suggesting the closest one."""
+    for name in params:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BadRequest(f"Unknown parameter {name!r}{hint}")
