@@ -101,11 +101,17 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             ("Management API", config.management_address, management_app),
             ("Metrics API", config.metrics_address, metrics_app),
         ]
+        refuse: list[Callable[[], None]] = []
         for label, address, build in listeners:
-            bound = await _listen(stack, build(config, registry, metrics), address)
+            bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
+            refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
-        for label, bound in await start_grpc(stack, config, registry, SHUTDOWN_GRACE):
+        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE)
+        refuse.extend(gate.close for gate in gates)
+        for label, bound in grpc_bound:
             logger.info("%s bound to %s", label, bound)
+        # runs first on the way out: nothing new is accepted anywhere while each API drains
+        stack.callback(_call_all, refuse)
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)
@@ -114,7 +120,15 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         logger.info("Shutting down: finishing in-flight requests")
 
 
-async def _listen(stack: AsyncExitStack, app: web.Application, address: Address) -> Address:
+def _call_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
+
+
+async def _listen(
+    stack: AsyncExitStack, app: web.Application, address: Address
+) -> tuple[Address, Callable[[], None]]:
+    """Serve `app` on `address`; returns the bound address and a stop-accepting callback."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -129,9 +143,14 @@ async def _listen(stack: AsyncExitStack, app: web.Application, address: Address)
         await site.start()
     except OSError as exc:
         raise ConfigError(str(address), f"cannot bind: {exc.strerror}") from exc
-    sockets = getattr(site._server, "sockets", None)
+    server = site._server  # the asyncio listening server; closing it stops accepting only
+    sockets = getattr(server, "sockets", None)
     port = sockets[0].getsockname()[1] if sockets else address.port
-    return Address(address.host, port)
+    return Address(address.host, port), (server.close if server is not None else _nothing)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _install_signals(stop: asyncio.Event) -> None:

@@ -463,7 +463,7 @@ def test_servers_bind_port_zero_and_a_taken_port_is_a_config_error() -> None:
         registry = Registry(config, gpu_count=0, budget=ThreadBudget(1), metrics=ServerMetrics())
         try:
             async with AsyncExitStack() as stack:
-                bound = dict(await start_grpc(stack, config, registry, grace=1.0))
+                bound = dict((await start_grpc(stack, config, registry, grace=1.0))[0])
                 ports = {address.port for address in bound.values()}
                 assert len(ports) == 2
                 assert 0 not in ports

@@ -85,6 +85,10 @@ class Gate:
 
         return run
 
+    def close(self) -> None:
+        """Refuse new RPCs from now on (UNAVAILABLE)."""
+        self.closing = True
+
     async def drain(self, timeout: float) -> None:
         """Refuse new RPCs and wait (up to timeout) for the running ones."""
         self.closing = True
@@ -104,8 +108,11 @@ class _Gated:
 
 async def start_grpc(
     stack: AsyncExitStack, config: Config, registry: Registry, grace: float
-) -> list[tuple[str, Address]]:
-    """Start both servers; `stack` stops them (drain both, then close). Returns bound addresses."""
+) -> tuple[list[tuple[str, Address]], list[Gate]]:
+    """Start both servers; `stack` stops them (drain both, then close).
+
+    Returns the bound addresses and the gates (closing a gate refuses new RPCs at once).
+    """
     services: list[tuple[str, Address, Servable]] = [
         ("gRPC Inference API", config.grpc_inference_address, InferenceService(registry)),
         (
@@ -124,7 +131,7 @@ async def start_grpc(
         await server.start(sock=sock)
         started.append((gate, server))
         bound.append((label, Address(address.host, sock.getsockname()[1])))
-    return bound
+    return bound, [gate for gate, _ in started]
 
 
 def _bind(address: Address) -> socket.socket:
