@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from serve.archiver.build import (
     ARCHIVE_FORMATS,
@@ -21,9 +22,15 @@ from serve.archiver.build import (
 PROG = "serve-archiver"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A usage error as one line (argparse would print the whole usage first)."""
+        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The flags, names and defaults of torch-model-archiver 0.12.0."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=PROG,
         description="Package a model as a TorchServe archive (.mar, .tar.gz or a folder).",
     )
