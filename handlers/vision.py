@@ -212,6 +212,8 @@ def _open_image(data: bytes) -> Image.Image:
         image.load()
     except Image.DecompressionBombError as exc:
         raise InputError(f"the image is too large: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise InputError("not a decodable image (no image format Pillow knows)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
     return image
