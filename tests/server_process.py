@@ -142,7 +142,7 @@ class Reply:
     body: Any
 
 
-async def _send(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Reply:
+async def send(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> Reply:
     async with session.request(method, url, **kwargs) as response:
         raw = await response.read()
     try:
@@ -157,7 +157,7 @@ def request(method: str, url: str, **kwargs: Any) -> Reply:
 
     async def run() -> Reply:
         async with aiohttp.ClientSession() as session:
-            return await _send(session, method, url, **kwargs)
+            return await send(session, method, url, **kwargs)
 
     return asyncio.run(run())
 
@@ -173,7 +173,7 @@ def concurrently(
 
             async def one(kwargs: dict[str, Any]) -> Reply:
                 async with gate:
-                    return await _send(session, method, url, **kwargs)
+                    return await send(session, method, url, **kwargs)
 
             return await asyncio.gather(*(one(p) for p in payloads))
 

@@ -1,19 +1,22 @@
 """The built-in handlers, served over HTTP in batches, with real images and text.
 
-Every model runs with batch_size 4, and each test sends four requests at once: they share
-forward passes (fewer executions than inferences on the server's counters; the batcher sends
-the first request of a burst alone, so "one batch" is not promised). A bad input fails only
-its own request.
+Every model runs with batch_size 4. To make "these four requests form one batch" certain
+rather than likely, each test model waits in `forward` while a hold file exists: the test
+creates it, sends one request that occupies the executor, sends the four, waits until the
+management API shows them queued, then removes the file. The counters must then show exactly
+two executions (the holder, then the four together). A bad input fails only its own request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,15 @@ import torch
 from PIL import Image
 
 from serve.archiver import ArchiveSpec, build_archive
-from tests.server_process import ServerProcess, concurrently, counter, request, running_server
+from tests.server_process import (
+    Reply,
+    ServerProcess,
+    concurrently,
+    counter,
+    request,
+    running_server,
+    send,
+)
 
 TEXT = {"Content-Type": "text/plain"}
 BATCH = {"batch_size": 4, "max_batch_delay": 300}
@@ -62,6 +73,7 @@ MODELS: dict[str, dict[str, Any]] = {
                     self.linear = torch.nn.Linear(3, 3)
 
                 def forward(self, x):
+                    hold()
                     return self.linear(x.mean(dim=(2, 3)))
         """,
         "state": {"linear.weight": torch.eye(3) * 5, "linear.bias": torch.zeros(3)},
@@ -76,6 +88,7 @@ MODELS: dict[str, dict[str, Any]] = {
                     self.linear = torch.nn.Linear(3, 3)
 
                 def forward(self, x):
+                    hold()
                     assert x.shape[1:] == (3, 16, 12), x.shape
                     return self.linear(x.mean(dim=(2, 3)))
         """,
@@ -100,6 +113,7 @@ MODELS: dict[str, dict[str, Any]] = {
                     self.conv = torch.nn.Conv2d(3, 2, kernel_size=1)
 
                 def forward(self, x):
+                    hold()
                     return {"out": self.conv(x)}
         """,
         "state": {
@@ -113,6 +127,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "code": """
             class WholeImage(torch.nn.Module):
                 def forward(self, images):
+                    hold()
                     found = []
                     for image in images:
                         _, height, width = image.shape
@@ -136,6 +151,7 @@ MODELS: dict[str, dict[str, Any]] = {
                     self.bag = torch.nn.EmbeddingBag(6, 2, mode="mean")
 
                 def forward(self, text, offsets):
+                    hold()
                     return self.bag(text, offsets)
         """,
         "state": {
@@ -149,10 +165,25 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def build(name: str, spec: dict[str, Any], src: Path, store: Path) -> None:
+HOLD_PREFIX = """import os
+import time
+
+import torch
+
+HOLD = {hold!r}
+
+
+def hold():
+    while os.path.exists(HOLD):  # the test holds the executor so that a burst queues up
+        time.sleep(0.005)
+"""
+
+
+def build(name: str, spec: dict[str, Any], src: Path, store: Path, hold: Path) -> None:
     folder = src / name
     folder.mkdir(parents=True)
-    (folder / "model.py").write_text("import torch\n\n" + textwrap.dedent(spec["code"]))
+    code = HOLD_PREFIX.format(hold=str(hold)) + textwrap.dedent(spec["code"])
+    (folder / "model.py").write_text(code)
     torch.save(spec["state"], folder / "weights.pt")
     extra = []
     if spec["labels"] is not None:
@@ -179,45 +210,89 @@ def build(name: str, spec: dict[str, Any], src: Path, store: Path) -> None:
     )
 
 
+@dataclass
+class Served:
+    server: ServerProcess
+    hold: Path
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("handlers")
     store = root / "store"
     store.mkdir()
+    hold = root / "hold"
     for name, spec in MODELS.items():
-        build(name, spec, root / "src", store)
+        build(name, spec, root / "src", store, hold)
     with running_server(
         root,
         store,
         load_models=[f"{name}.mar" for name in MODELS],
         models={name: {"1.0": BATCH} for name in MODELS},
-    ) as running:
-        yield running
+    ) as server:
+        yield Served(server, hold)
 
 
-def predict(server: ServerProcess, model: str, payloads: list[dict[str, Any]]) -> list[Any]:
-    """Send all payloads at once; checks that they were batched."""
+@pytest.fixture
+def server(served: Served) -> ServerProcess:
+    return served.server
+
+
+def predict(served: Served, model: str, payloads: list[dict[str, Any]]) -> list[Reply]:
+    """Send the payloads as one batch (see the module docstring); replies in order."""
+    server = served.server
+    url = f"{server.inference}/predictions/{model}"
     executions = counter(server, "serve_executions_total", model)
     inferences = counter(server, "serve_inferences_total", model)
-    replies = concurrently(f"{server.inference}/predictions/{model}", payloads)
-    assert counter(server, "serve_inferences_total", model) - inferences == len(payloads)
+
+    async def run() -> list[Reply]:
+        async with aiohttp.ClientSession() as session:
+            served.hold.touch()
+            try:
+                holder = asyncio.create_task(send(session, "POST", url, **payloads[0]))
+                await until(lambda: executions_now(model) == executions + 1)
+                burst = [asyncio.create_task(send(session, "POST", url, **p)) for p in payloads]
+                await until(lambda: queued(model) == len(payloads))
+            finally:
+                served.hold.unlink()
+            await holder
+            return await asyncio.gather(*burst)
+
+    def executions_now(name: str) -> float:
+        return counter(server, "serve_executions_total", name)
+
+    def queued(name: str) -> int:
+        described = request("GET", f"{server.management}/models/{name}").body
+        return int(described[0]["jobQueueStatus"]["pendingRequests"])
+
+    replies = asyncio.run(run())
+    assert counter(server, "serve_inferences_total", model) - inferences == len(payloads) + 1
     batches = counter(server, "serve_executions_total", model) - executions
-    assert 1 <= batches < len(payloads), f"{len(payloads)} requests ran in {batches} batches"
+    assert batches == 2, f"the holder and {len(payloads)} requests ran in {batches} batches"
     return replies
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll `condition` (it queries the server) until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(condition):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("the server never reached the expected state")
+        await asyncio.sleep(0.01)
 
 
 def top(body: dict[str, float]) -> str:
     return max(body, key=lambda label: body[label])
 
 
-def test_image_classifier_batch_of_formats(server: ServerProcess) -> None:
-    payloads = [
+def test_image_classifier_batch_of_formats(served: Served) -> None:
+    payloads: list[dict[str, Any]] = [
         {"data": image(RED, (300, 200))},
         {"data": image(GREEN, (64, 64), "JPEG"), "headers": {"Content-Type": "image/jpeg"}},
         {"data": base64.b64encode(image(BLUE, (40, 90))).decode(), "headers": TEXT},
         {"data": form_field("data", image(RED, (10, 10), "BMP"), "red.bmp")},
     ]  # fmt: skip
-    replies = predict(server, "colors", payloads)
+    replies = predict(served, "colors", payloads)
     assert [r.status for r in replies] == [200] * 4
     assert [top(r.body) for r in replies] == ["red", "green", "blue", "red"]
     # topk 5 by default, capped at the model's 3 classes; labels from index_to_name.json
@@ -225,29 +300,29 @@ def test_image_classifier_batch_of_formats(server: ServerProcess) -> None:
     assert all(abs(sum(r.body.values()) - 1.0) < 1e-4 for r in replies)
 
 
-def test_image_classifier_reads_handler_config(server: ServerProcess) -> None:
+def test_image_classifier_reads_handler_config(served: Served) -> None:
     as_list = torch.zeros(3, 16, 12)
     as_list[2] = 1.0  # blue after normalization
-    payloads = [
+    payloads: list[dict[str, Any]] = [
         {"data": image(RED, (50, 30))},
         {"data": image(GREEN, (7, 7))},
         {"json": as_list.tolist()},
         {"data": image(BLUE, (12, 16))},
     ]
-    replies = predict(server, "colors_small", payloads)
+    replies = predict(served, "colors_small", payloads)
     assert [r.status for r in replies] == [200] * 4, [r.body for r in replies]
     assert [top(r.body) for r in replies] == ["red", "green", "blue", "blue"]
     assert all(len(r.body) == 2 for r in replies)  # topk: 2
 
 
-def test_bad_inputs_fail_only_their_own_request(server: ServerProcess) -> None:
-    payloads = [
+def test_bad_inputs_fail_only_their_own_request(served: Served, server: ServerProcess) -> None:
+    payloads: list[dict[str, Any]] = [
         {"data": image(GREEN, (32, 32))},
         {"data": b"this is not an image", "headers": {"x-request-id": "not-an-image"}},
         {"data": "%%% no base64 %%%", "headers": {**TEXT, "x-request-id": "b64"}},
         {"data": image(BLUE, (32, 32))},
     ]  # fmt: skip
-    replies = predict(server, "colors", payloads)
+    replies = predict(served, "colors", payloads)
     assert [r.status for r in replies] == [200, 400, 400, 200]
     assert [top(replies[0].body), top(replies[3].body)] == ["green", "blue"]
     for idx, request_id, reason in (
@@ -274,14 +349,14 @@ def test_bad_inputs_fail_only_their_own_request(server: ServerProcess) -> None:
     assert top(still.body) == "red"
 
 
-def test_image_segmenter_per_pixel_classes(server: ServerProcess) -> None:
-    payloads = [
+def test_image_segmenter_per_pixel_classes(served: Served) -> None:
+    payloads: list[dict[str, Any]] = [
         {"data": half_white(6, 4)},
         {"data": half_white(6, 4)},
         {"data": half_white(4, 2)},  # another size: runs as its own group
         {"data": b"GIF89a broken"},
     ]
-    replies = predict(server, "segmenter", payloads)
+    replies = predict(served, "segmenter", payloads)
     assert [r.status for r in replies] == [200, 200, 200, 400]
     for reply, (width, height) in zip(replies[:3], [(6, 4), (6, 4), (4, 2)], strict=True):
         pixels = reply.body
@@ -292,12 +367,10 @@ def test_image_segmenter_per_pixel_classes(server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("sizes", [[(10, 6)] * 4, [(10, 6), (10, 6), (8, 8), (5, 3)]])
-def test_object_detector_threshold_and_labels(
-    server: ServerProcess, sizes: list[tuple[int, int]]
-) -> None:
+def test_object_detector_threshold_and_labels(served: Served, sizes: list[tuple[int, int]]) -> None:
     colors = [WHITE, BLACK, WHITE, BLACK]
     replies = predict(
-        server, "detector", [{"data": image(c, s)} for c, s in zip(colors, sizes, strict=True)]
+        served, "detector", [{"data": image(c, s)} for c, s in zip(colors, sizes, strict=True)]
     )
     assert [r.status for r in replies] == [200] * 4
     for reply, color, (width, height) in zip(replies, colors, sizes, strict=True):
@@ -307,14 +380,14 @@ def test_object_detector_threshold_and_labels(
             assert reply.body == [{"person": [0.0, 0.0, width, height], "score": 1.0}]
 
 
-def test_text_classifier_batches_every_request(server: ServerProcess) -> None:
-    payloads = [
+def test_text_classifier_batches_every_request(served: Served) -> None:
+    payloads: list[dict[str, Any]] = [
         {"data": "A <b>good</b>, GREAT movie!"},
         {"data": "Awful. Just bad.", "headers": {"Content-Type": "text/plain"}},
         {"data": "\xff\xfe not utf-8".encode("latin-1")},
         {"data": "not bad at all"},
     ]
-    replies = predict(server, "text", payloads)
+    replies = predict(served, "text", payloads)
     assert [r.status for r in replies] == [200, 200, 400, 200]
     assert top(replies[0].body) == "positive"
     assert top(replies[1].body) == "negative"
