@@ -104,6 +104,31 @@ MODELS: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "custom": {  # a TorchServe-style handler file subclassing ts.torch_handler's classifier
+        "handler": "custom_handler.py",
+        "handler_code": """
+            from ts.torch_handler.image_classifier import ImageClassifier
+            from ts.torch_handler.vision_handler import VisionHandler
+
+
+            class TopLabel(ImageClassifier):
+                def postprocess(self, data):
+                    assert isinstance(self, VisionHandler)
+                    return [next(iter(scores)) for scores in super().postprocess(data)]
+        """,
+        "code": """
+            class ColorNet(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.linear = torch.nn.Linear(3, 3)
+
+                def forward(self, x):
+                    hold()
+                    return self.linear(x.mean(dim=(2, 3)))
+        """,
+        "state": {"linear.weight": torch.eye(3) * 5, "linear.bias": torch.zeros(3)},
+        "labels": {"0": "red", "1": "green", "2": "blue"},
+    },
     "segmenter": {
         "handler": "image_segmenter",
         "code": """
@@ -192,6 +217,10 @@ def build(name: str, spec: dict[str, Any], src: Path, store: Path, hold: Path) -
     if "vocab" in spec:
         (folder / "vocab.json").write_text(json.dumps(spec["vocab"]))
         extra.append(str(folder / "vocab.json"))
+    handler = spec["handler"]
+    if "handler_code" in spec:
+        (folder / handler).write_text(textwrap.dedent(spec["handler_code"]))
+        handler = str(folder / handler)
     config = None
     if "config" in spec:
         config = folder / "model-config.yaml"
@@ -200,7 +229,7 @@ def build(name: str, spec: dict[str, Any], src: Path, store: Path, hold: Path) -
         ArchiveSpec(
             model_name=name,
             version="1.0",
-            handler=spec["handler"],
+            handler=handler,
             model_file=str(folder / "model.py"),
             serialized_file=str(folder / "weights.pt"),
             extra_files=",".join(extra) or None,
@@ -347,6 +376,17 @@ def test_bad_inputs_fail_only_their_own_request(served: Served, server: ServerPr
     still = request("POST", f"{server.inference}/predictions/colors", data=image(RED, (8, 8)))
     assert still.status == 200
     assert top(still.body) == "red"
+
+
+def test_torchserve_style_subclass_of_the_builtin_handler(served: Served) -> None:
+    payloads = [{"data": image(color, (20, 20))} for color in (BLUE, RED, GREEN, BLUE)]
+    replies = predict(served, "custom", payloads)
+    assert [(r.status, r.body) for r in replies] == [
+        (200, b"blue"),
+        (200, b"red"),
+        (200, b"green"),
+        (200, b"blue"),
+    ]
 
 
 def test_image_segmenter_per_pixel_classes(served: Served) -> None:
