@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from handlers.context import Context
 from handlers.request_errors import InputError, PerRequestHandler, input_of
@@ -212,7 +212,7 @@ def _open_image(data: bytes) -> Image.Image:
         image.load()
     except Image.DecompressionBombError as exc:
         raise InputError(f"the image is too large: {exc}") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise InputError("not a decodable image (no image format Pillow knows)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
