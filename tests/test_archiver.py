@@ -64,6 +64,8 @@ def inputs(tmp_path: Path) -> Path:
     (root / "glob" / "a.json").write_text("{}")
     (root / "glob" / "b.json").write_text("[]")
     (root / "notes.md").write_text("# notes")
+    (root / "extra" / "linked.md").symlink_to(root / "notes.md")
+    (root / "extra" / "linked_dir").symlink_to(root / "glob", target_is_directory=True)
     (root / "requirements.txt").write_text("tinydep\n")
     (root / "model-config.yaml").write_text("batchSize: 2\n")
     return root
@@ -117,7 +119,7 @@ def test_same_archive_as_torch_model_archiver(
 
     assert members(ours_path, archive_format, name) == members(real_path, archive_format, name)
     found = set(members(ours_path, archive_format, name))
-    assert {"sub/vocab.txt", "a.json", "b.json", ".dotfile", "MAR-INF/MANIFEST.json"} <= found
+    assert {"sub/vocab.txt", "a.json", ".dotfile", "linked.md", "linked_dir/b.json"} <= found
     assert not any(".git" in n or "__pycache__" in n for n in found)
     assert ("my_handler.py" in found) == (handler != "image_classifier")
 
@@ -129,6 +131,15 @@ def test_same_archive_as_torch_model_archiver(
     assert ours_manifest == real_manifest
     assert list(ours_manifest["model"]) == list(real_manifest["model"])
     assert ours_manifest["model"]["handler"] == handler
+
+
+def test_output_inside_an_extra_folder_is_not_archived(inputs: Path) -> None:
+    args = ["--model-name", "self", *BASE, "--extra-files", ".", "--archive-format"]
+    for archive_format in ("no-archive", "no-archive", "default", "default"):
+        result = run_ours([*args, archive_format, "-f"], inputs)
+        assert result.returncode == 0, result.stderr
+    assert not [name for name in members(inputs / "self", "no-archive", "self") if "self" in name]
+    assert "self.mar" not in members(inputs / "self.mar", "default", "self")
 
 
 def test_optional_manifest_keys_are_omitted(inputs: Path) -> None:

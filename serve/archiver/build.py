@@ -230,9 +230,19 @@ def _extra_files(value: str | None, output: Path, warn: Warn) -> list[tuple[str,
 
 
 def _folder_contents(folder: Path, skip: Path) -> list[tuple[str, Path]]:
-    """A folder's files as archive names relative to it, skipping cache and hidden folders."""
+    """A folder's files as archive names relative to it, skipping cache and hidden folders.
+
+    Linked folders are followed (the real tool copies them), each real folder once; the
+    output itself is skipped when it lies inside the folder.
+    """
     found: list[tuple[str, Path]] = []
-    for root, dirs, files in os.walk(folder):
+    seen: set[Path] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = Path(root).resolve()
+        if real in seen or real == skip:
+            dirs.clear()
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith("."))
         for name in sorted(files):
             path = Path(root, name)

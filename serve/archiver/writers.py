@@ -105,7 +105,8 @@ def _write_zip(
 def _write_tgz(
     path: Path, members: Mapping[str, Path], manifest: str, model_name: str, progress: Progress
 ) -> None:
-    with tarfile.open(path, "w:gz") as archive:
+    # dereference: a linked file is stored as the file, as the real tool's staged copy is
+    with tarfile.open(path, "w:gz", dereference=True) as archive:
         for name, source in sorted(members.items()):
             info = archive.gettarinfo(str(source), arcname=f"{model_name}/{name}")
             with source.open("rb") as raw:
