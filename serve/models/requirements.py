@@ -50,7 +50,7 @@ async def install_requirements(
             name,
         )
         return archive
-    requirements = _requirements_path(archive.model_dir, str(name))
+    requirements = await asyncio.to_thread(_requirements_path, archive.model_dir, str(name))
     target = await asyncio.to_thread(_fresh_target, archive, workdir)
     try:
         await _pip_install(requirements, target, cwd=archive.model_dir, label=label)
