@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format proto bench clean
+.PHONY: install run digits test lint format proto bench clean
 
 install: $(STAMP)
 
@@ -17,8 +17,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: install
+run: install model_store/digits.mar
+	@echo
+	@echo "Serving the digits model (examples/digits). Once it is ready, try from another shell:"
+	@echo "  curl -X POST http://127.0.0.1:8080/predictions/digits -T examples/digits/sample_7.png"
+	@echo
 	$(PY) -m serve --config serve.yaml
+
+# The bundled example: train the digits CNN (a few seconds, no download) and archive it with
+# our archiver. Rebuilt only when its sources change.
+DIGITS_SOURCES := $(wildcard examples/digits/*.py) examples/digits/model-config.yaml \
+	examples/digits/index_to_name.json
+
+digits: model_store/digits.mar
+
+model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
+	$(PY) examples/digits/train.py --out-dir build/digits
+	@mkdir -p model_store
+	$(PY) -m serve.archiver --model-name digits --version 1.0 \
+		--model-file examples/digits/model.py --serialized-file build/digits/digits.pt \
+		--handler image_classifier --extra-files examples/digits/index_to_name.json \
+		--config-file examples/digits/model-config.yaml --export-path model_store --force
 
 test: install
 	$(PY) -m pytest
@@ -43,4 +62,4 @@ proto: install
 		proto/inference.proto proto/management.proto
 
 clean:
-	rm -rf $(VENV) model_store .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) model_store build .pytest_cache .mypy_cache .ruff_cache

@@ -56,11 +56,14 @@ class ServiceSpec:
     yaml_config: dict[str, Any]
     metric_sink: MetricSink
     limit_max_image_pixels: bool = True
+    python_paths: tuple[Path, ...] = ()  # the model's own packages, importable after model_dir
 
 
 def load_service(spec: ServiceSpec) -> Service:
     """Import the handler, build its Context, and run its initialization (in this thread)."""
     compat.install()
+    for folder in spec.python_paths:
+        add_to_path(folder)
     add_to_path(spec.model_dir)
     context = Context(
         spec.model_name,

@@ -71,6 +71,13 @@ def map_class_to_label(
     ]
 
 
+def handler_section(context: Any) -> dict[str, Any]:
+    """The `handler:` section of the model's model-config.yaml ({} when absent)."""
+    config = getattr(context, "model_yaml_config", None) or {}
+    section = config.get("handler") if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def get_yaml_config(yaml_file_path: str) -> dict[str, Any]:
     """Read a YAML file into a dict."""
     with open(yaml_file_path, encoding="utf-8") as f:

@@ -55,11 +55,13 @@ class ModelArchive:
     yaml_config: dict[str, Any]
     settings: ArchiveSettings
     owned_dir: Path | None
+    deps_dir: Path | None = None  # per-model Python packages (serve/models/requirements.py)
 
     def remove(self) -> None:
-        """Delete the extracted folder (never a plain folder from the model store)."""
-        if self.owned_dir is not None:
-            shutil.rmtree(self.owned_dir, ignore_errors=True)
+        """Delete the extracted and package folders (never a plain folder from the store)."""
+        for folder in (self.deps_dir, self.owned_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_model_name(name: str, what: str = "model_name") -> str:

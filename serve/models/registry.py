@@ -28,6 +28,7 @@ from serve.errors import (
 )
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
+from serve.models.requirements import install_requirements
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
 from serve.workers.threads import ThreadBudget
 
@@ -117,6 +118,9 @@ class Registry:
         path = locate(self.config.model_store, params.url)
         archive = await asyncio.to_thread(open_archive, path, self._workdir)
         try:
+            archive = await install_requirements(
+                archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir
+            )
             version = self._add(archive, params)
         except BaseException:
             await asyncio.to_thread(archive.remove)
@@ -261,6 +265,8 @@ class Registry:
         await found.close()
         if not any(v.archive.model_dir == found.archive.model_dir for v in self._all()):
             remove_from_path(found.archive.model_dir)
+        if found.archive.deps_dir is not None:
+            remove_from_path(found.archive.deps_dir)
         logger.info("Unregistered %s", found.label)
 
     def _all(self) -> list[ModelVersion]:

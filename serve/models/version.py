@@ -86,6 +86,7 @@ class ModelVersion:
             batch_size=self.settings.batch_size,
             yaml_config=self.archive.yaml_config,
             metric_sink=self._metric_sink,
+            python_paths=(self.archive.deps_dir,) if self.archive.deps_dir else (),
         )
 
     def _replace_stuck(self, runner: Runner) -> None:
