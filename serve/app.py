@@ -118,6 +118,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         logger.info("Server started; %d model version(s) registered", len(startup))
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
+    logger.info("Server stopped")
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
