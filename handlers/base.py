@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import abc
 import importlib.util
-import itertools
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -22,12 +20,11 @@ from typing import Any, TypeVar
 import torch
 
 from handlers.context import Context
-from handlers.util import list_classes_from_module, load_label_mapping
+from handlers.util import list_classes_from_module, load_label_mapping, load_private_module
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-_model_modules = itertools.count()
 
 
 def timed(func: F) -> F:
@@ -124,14 +121,7 @@ class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC to
         model_def_path = os.path.join(model_dir, model_file)
         if not os.path.isfile(model_def_path):
             raise RuntimeError(f"Missing the model file {model_file}")
-        # a private module name: two models (or versions) may both ship a model.py
-        name = f"_serve_model_{next(_model_modules)}_{os.path.splitext(model_file)[0]}"
-        spec = importlib.util.spec_from_file_location(name, model_def_path)
-        if spec is None or spec.loader is None:
-            raise RuntimeError(f"cannot import {model_file}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        module = load_private_module(model_def_path, "model")
         classes = list_classes_from_module(module)
         if len(classes) != 1:
             raise ValueError(f"Expected only one class as model definition. {classes}")

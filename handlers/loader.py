@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import itertools
 import logging
 import sys
 import threading
@@ -27,6 +26,7 @@ from handlers.context import Context
 from handlers.errors import HandlerLoadError
 from handlers.metrics import MetricsCache, MetricSink
 from handlers.service import Service
+from handlers.util import load_private_module
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ BUILTIN_HANDLERS = {
 }
 SERVER_VERSION = "0.12.0"
 
-_counter = itertools.count()
 _path_lock = threading.Lock()
 
 
@@ -144,7 +143,7 @@ def _import(module_part: str, model_dir: Path) -> ModuleType:
         raise HandlerLoadError(f"invalid handler {module_part!r}")
     local = model_dir / f"{module_name}.py"
     if local.is_file():
-        return _load_private_copy(local, module_name)
+        return load_private_module(local, "handler")
     if module_name in BUILTIN_HANDLERS:
         return importlib.import_module(BUILTIN_HANDLERS[module_name])
     try:
@@ -156,18 +155,3 @@ def _import(module_part: str, model_dir: Path) -> ModuleType:
             f"handler {module_part!r} is neither a file in the archive, an importable module, "
             f"nor a built-in handler ({', '.join(BUILTIN_HANDLERS)})"
         ) from exc
-
-
-def _load_private_copy(path: Path, module_name: str) -> ModuleType:
-    unique = f"_serve_handler_{next(_counter)}_{module_name}"
-    spec = importlib.util.spec_from_file_location(unique, path)
-    if spec is None or spec.loader is None:
-        raise HandlerLoadError(f"cannot load handler file {path.name}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(unique, None)
-        raise
-    return module

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import itertools
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -83,3 +86,27 @@ def get_yaml_config(yaml_file_path: str) -> dict[str, Any]:
     with open(yaml_file_path, encoding="utf-8") as f:
         loaded = yaml.safe_load(f)
     return loaded if isinstance(loaded, dict) else {}
+
+
+_private_modules = itertools.count()
+
+
+def load_private_module(path: str | Path, kind: str) -> ModuleType:
+    """Import a file under a name of its own (`_serve_<kind>_<n>_<stem>`).
+
+    Two models (or two executors) may ship files of the same name; each gets its own module,
+    so neither sees the other's code or module-level state.
+    """
+    path = Path(path)
+    name = f"_serve_{kind}_{next(_private_modules)}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path.name}", path=str(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module

@@ -90,6 +90,9 @@ class Registry:
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """A version of a model (the default one when version is None or empty)."""
+        return self._find(name, version)[2]
+
+    def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
         model = self.models.get(name)
         if model is None:
             raise ModelNotFound(f"Model not found: {name}")
@@ -97,7 +100,7 @@ class Registry:
         found = model.versions.get(key)
         if found is None:
             raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
-        return found
+        return model, key, found
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, default first."""
@@ -237,24 +240,14 @@ class Registry:
 
     def set_default(self, name: str, version: str) -> None:
         """Make `version` the one `/predictions/{name}` serves."""
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
-        if version not in model.versions:
-            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
-        model.default = version
+        model, key, _ = self._find(name, version)
+        model.default = key
 
     async def unregister(
         self, name: str, version: str | None = None, *, force: bool = False
     ) -> None:
         """Remove a version at once (new requests get 404), then drain it and stop its workers."""
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
-        key = version or model.default
-        found = model.versions.get(key)
-        if found is None:
-            raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
+        model, key, found = self._find(name, version)
         if key == model.default and len(model.versions) > 1 and not force:
             raise InvalidModelVersion(f"Cannot remove default version for model {name}")
         del model.versions[key]

@@ -184,23 +184,20 @@ class Pool:
 
     async def wait_loaded(self, executors: Sequence[Executor], timeout: float) -> bool:
         """Wait until each executor is ready or has failed; True if all are ready."""
-
-        async def settle() -> None:
-            while any(e.state == "LOADING" for e in executors):
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(settle(), timeout)
-        except TimeoutError:
-            return False
-        return all(e.state == "READY" for e in executors)
+        settled = await self._wait_until(
+            lambda: all(e.state != "LOADING" for e in executors), timeout
+        )
+        return settled and all(e.state == "READY" for e in executors)
 
     async def wait_gone(self, timeout: float) -> bool:
         """Wait until every retiring executor's thread has exited."""
+        return await self._wait_until(lambda: not any(e.retiring for e in self.executors), timeout)
+
+    async def _wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Re-check `condition` whenever an executor changes state; False on timeout."""
 
         async def settle() -> None:
-            while any(e.retiring for e in self.executors):
+            while not condition():
                 self._changed.clear()
                 await self._changed.wait()
 
