@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-wait", type=float, default=20.0,
         help="before each run, wait up to this many seconds for other work on the machine to stop",
     )  # fmt: skip
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="extra attempts for a run the CPU probe says was contended",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     parser.add_argument("--keep-work", type=Path, help="keep archives and payloads in this folder")
     return parser.parse_args(argv)
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         check_every=args.check_every,
         skip=frozenset(args.skip),
         quiet_wait=args.quiet_wait,
+        retries=args.retries,
         work=args.keep_work,
     )
     results = run(options)

@@ -120,26 +120,3 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def busy_seconds() -> float:
-    """CPU seconds spent not idle, over all cores, since boot (/proc/stat)."""
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    return (total - idle) / _TICKS
-
-
-def wait_quiet(limit: float, threshold: float = 0.25, window: float = 0.5) -> float:
-    """Wait (up to `limit` s) for a `window` in which the machine is busy < threshold of a core.
-
-    Other work on the machine skews a benchmark; returns the busy fraction last seen.
-    """
-    deadline = time.monotonic() + limit
-    while True:
-        start = busy_seconds()
-        time.sleep(window)
-        busy = (busy_seconds() - start) / window
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy

@@ -235,7 +235,7 @@ def _load_table(results: dict[str, Any]) -> list[str]:
         "## Load",
         "",
         "| scenario | server | load | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU % "
-        "| server CPU ms/req | server RSS MB | loadgen CPU % | other CPU % |",
+        "| server CPU ms/req | server RSS MB | loadgen CPU % | contended |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["points"]:
@@ -254,12 +254,19 @@ def _load_table(results: dict[str, Any]) -> list[str]:
             spread(p, "server_cpu_ms_per_request").show(2),
             spread(p, "server_peak_rss_mb").show(),
             spread(p, "client_cpu_percent").show(),
-            spread(p, "other_cpu_percent").show(),
+            _contended(p),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     titles = {p["scenario"]: p["title"] for p in results["points"]}
     lines += ["", *[f"- `{key}`: {title}" for key, title in titles.items()], ""]
     return lines
+
+
+def _contended(point: dict[str, Any]) -> str:
+    """How many kept runs were contended, and how many contended attempts were dropped."""
+    kept = sum(1 for r in point["repeats"] if r.get("contended"))
+    dropped = sum(len(r.get("discarded", [])) for r in point["repeats"])
+    return f"{kept}/{len(point['repeats'])} (+{dropped} redone)"
 
 
 def _forward_table(results: dict[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ def test_harness_drives_our_server(tmp_path: Path) -> None:
         check_every=1,
         skip=frozenset({"forward", "cold-start", "memory"}),
         quiet_wait=0.0,
+        retries=0,
         work=tmp_path / "work",
     )
     results = run(options)
