@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmarks.loadgen import TOOLS, TRANSPORTS
 from benchmarks.report import markdown, write
 from benchmarks.runner import Options, run
+from benchmarks.servers import Ours
 from benchmarks.suite import SUITES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2,
         help="extra attempts for a run the CPU probe says was contended",
     )
+    parser.add_argument(
+        "--ours-config", action="append", default=[], metavar="KEY: VALUE",
+        help="a line added to our server's YAML config, e.g. 'torch_num_threads: 1' (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     parser.add_argument("--keep-work", type=Path, help="keep archives and payloads in this folder")
     return parser.parse_args(argv)
@@ -99,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         retries=args.retries,
         work=args.keep_work,
     )
+    Ours.extra = tuple(args.ours_config)
     results = run(options)
+    results["meta"]["ours_config"] = list(args.ours_config)
     paths = write(results, args.out)
     print(markdown(results))
     for kind, path in paths.items():

@@ -160,10 +160,11 @@ class Server:
 
 
 class Ours(Server):
-    """`python -m serve --config <yaml>` from this repository."""
+    """`python -m serve --config <yaml>` from this repository; `extra` lines join the YAML."""
 
     name = "ours"
     label = "ours"
+    extra: tuple[str, ...] = ()
 
     def command(self, preload: str | None) -> tuple[list[str], dict[str, str]]:
         lines = [
@@ -179,6 +180,7 @@ class Ours(Server):
         ]
         if preload:
             lines.append(f"load_models: [{preload}={preload}.mar]")
+        lines.extend(self.extra)
         config = self.workdir / "serve.yaml"
         config.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "PYTHONPATH": _with_root(os.environ.get("PYTHONPATH"))}
