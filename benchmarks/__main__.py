@@ -51,8 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--torchserve-workers", type=_ints, default=(), help="TorchServe worker counts, e.g. 1,2"
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
+    parser.add_argument("--duration", type=float, default=4.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per point (spread)")
     parser.add_argument("--load-tool", choices=TOOLS, default="auto", help="auto: wrk if present")
     parser.add_argument("--transport", choices=TRANSPORTS, default="http")
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip", type=_names, default=(), help="comma-separated: forward, cold-start, memory"
     )
     parser.add_argument(
-        "--quiet-wait", type=float, default=20.0,
+        "--quiet-wait", type=float, default=10.0,
         help="before each run, wait up to this many seconds for other work on the machine to stop",
     )  # fmt: skip
     parser.add_argument(

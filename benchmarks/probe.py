@@ -39,7 +39,7 @@ class Probe:
     def speed(self, rounds: int = 5) -> float:
         """The median over `rounds` of best time / this time for the slowest core."""
         if self._pool is None:
-            self._pool = multiprocessing.get_context("fork").Pool(self._cores)
+            self._pool = multiprocessing.get_context("forkserver").Pool(self._cores)
             self._pool.map(_work, range(self._cores * 4))  # warm up
             for _ in range(CALIBRATION_ROUNDS):  # find the uncontended time
                 self._best = min(self._best, max(self._pool.map(_work, range(self._cores), 1)))
