@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run digits test lint format proto bench clean
+.PHONY: install run digits test lint format proto bench bench-setup clean
 
 install: $(STAMP)
 
@@ -51,15 +51,7 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# gRPC code from proto/ (betterproto2, grpclib client + server), committed under serve/grpc/gen;
-# tests/test_proto_fresh.py fails when it is stale. The protoc plugin lives in the venv's bin.
-proto: install
-	rm -rf serve/grpc/gen
-	mkdir -p serve/grpc/gen
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
-		--python_betterproto2_out=serve/grpc/gen \
-		--python_betterproto2_opt=client_generation=async,server_generation=async \
-		proto/inference.proto proto/management.proto
+.PHONY: install run digits test lint format proto bench bench-setup clean
 
 clean:
 	rm -rf $(VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
