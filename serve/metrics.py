@@ -12,7 +12,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +24,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from handlers.metrics import MetricTypes
 
@@ -32,6 +34,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HOSTNAME = socket.gethostname()
 _MODEL_LABELS = ("model_name", "model_version")
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -80,77 +83,53 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class ServerMetrics:
-    """Every metric the server exposes on /metrics."""
+class Buckets:
+    """A histogram in plain numbers, updated on the event loop without locks."""
 
-    def __init__(self) -> None:
-        self.ts = TsCounters()
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.queue_seconds = Histogram(
-            "serve_queue_seconds",
-            "Time a request waited in the batcher's queue before dispatch",
-            _MODEL_LABELS,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "serve_batch_size",
-            "Requests per batch sent to a handler",
-            _MODEL_LABELS,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
-        self.executions = Counter(
-            "serve_executions", "Batches run by handlers", _MODEL_LABELS, registry=r
-        )
-        self.inferences = Counter(
-            "serve_inferences",
-            "Requests run by handlers (summed over batches)",
-            _MODEL_LABELS,
-            registry=r,
-        )
-        self.loop_lag = Gauge(
-            "serve_event_loop_lag_seconds",
-            "Latest measured event loop scheduling delay",
-            registry=r,
-        )
-        self.loop_lag_max = Gauge(
-            "serve_event_loop_lag_max_seconds",
-            "Largest event loop scheduling delay since start",
-            registry=r,
-        )
-        self.handler_metrics = HandlerMetrics(r)
+    __slots__ = ("bounds", "counts", "total")
 
-    def for_model(self, name: str, version: str) -> ModelMetrics:
-        """The cached children for one model version."""
-        return ModelMetrics(self, name, version)
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
 
-    def render(self, names: Sequence[str] = ()) -> bytes:
-        """The Prometheus text exposition (only the metrics in `names` when given)."""
-        registry = self.registry.restricted_registry(names) if names else self.registry
-        return self.ts.render(names) + generate_latest(registry)
+    def observe(self, value: float) -> None:
+        """Count one value (`le` buckets: the first bound not below it)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus buckets: cumulative counts per upper bound, then +Inf."""
+        running = 0
+        out: list[tuple[str, float]] = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
 
 
 class ModelMetrics:
-    """Metric children of one model version, looked up once rather than per request."""
+    """Figures of one model version: batching counters and histograms, and TorchServe's
+    three counters. Plain numbers, read by `BatchingCollector` at scrape time."""
 
     def __init__(self, metrics: ServerMetrics, name: str, version: str) -> None:
         self._metrics = metrics
-        self._name = name
-        self._queue_seconds = metrics.queue_seconds.labels(name, version)
-        self._batch_size = metrics.batch_size.labels(name, version)
-        self._executions = metrics.executions.labels(name, version)
-        self._inferences = metrics.inferences.labels(name, version)
+        self.name = name
+        self.version = version
+        self.executions = 0
+        self.inferences = 0
+        self.batch_sizes = Buckets(_BATCH_BUCKETS)
+        self.queue_seconds = Buckets(_LATENCY_BUCKETS)
         self._ts: dict[str, tuple[list[float], ...]] = {}
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
         """A batch left the queue (called by the batcher on the loop)."""
-        self._executions.inc()
-        self._inferences.inc(len(batch))
-        self._batch_size.observe(len(batch))
+        self.executions += 1
+        self.inferences += len(batch)
+        self.batch_sizes.observe(len(batch))
+        observe = self.queue_seconds.observe
         for request in batch:
-            self._queue_seconds.observe(now - request.arrival)
+            observe(now - request.arrival)
 
     def answered(self, url_version: str | None, seconds: float, queued: float) -> None:
         """One predict request was answered: TorchServe's three counters."""
@@ -158,10 +137,83 @@ class ModelMetrics:
         cells = self._ts.get(label)
         if cells is None:
             ts = self._metrics.ts
-            cells = self._ts[label] = tuple(ts.cell(n, self._name, label) for n, _ in ts.NAMES)
+            cells = self._ts[label] = tuple(ts.cell(n, self.name, label) for n, _ in ts.NAMES)
         cells[0][0] += 1
         cells[1][0] += seconds * 1e6
         cells[2][0] += queued * 1e6
+
+    def close(self) -> None:
+        """Stop exporting this version's batching figures (it was unregistered)."""
+        self._metrics.batching.models.pop((self.name, self.version), None)
+
+
+class BatchingCollector:
+    """Exports every model version's batching figures when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str], ModelMetrics] = {}
+
+    def describe(self) -> list[Metric]:
+        return list(self._families([]))
+
+    def collect(self) -> list[Metric]:
+        return list(self._families(list(self.models.values())))
+
+    def _families(self, models: list[ModelMetrics]) -> Iterator[Metric]:
+        labels = list(_MODEL_LABELS)
+        executions = CounterMetricFamily(
+            "serve_executions", "Batches run by handlers", labels=labels
+        )
+        inferences = CounterMetricFamily(
+            "serve_inferences", "Requests run by handlers (summed over batches)", labels=labels
+        )
+        sizes = HistogramMetricFamily(
+            "serve_batch_size", "Requests per batch sent to a handler", labels=labels
+        )
+        queued = HistogramMetricFamily(
+            "serve_queue_seconds",
+            "Time a request waited in the batcher's queue before dispatch",
+            labels=labels,
+        )
+        for m in models:
+            key = [m.name, m.version]
+            executions.add_metric(key, m.executions)
+            inferences.add_metric(key, m.inferences)
+            sizes.add_metric(key, m.batch_sizes.cumulative(), m.batch_sizes.total)
+            queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
+        yield from (executions, inferences, sizes, queued)
+
+
+class ServerMetrics:
+    """Every metric the server exposes on /metrics."""
+
+    def __init__(self) -> None:
+        self.ts = TsCounters()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.batching = BatchingCollector()
+        self.registry.register(self.batching)
+        self.loop_lag = Gauge(
+            "serve_event_loop_lag_seconds",
+            "Latest measured event loop scheduling delay",
+            registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "serve_event_loop_lag_max_seconds",
+            "Largest event loop scheduling delay since start",
+            registry=self.registry,
+        )
+        self.handler_metrics = HandlerMetrics(self.registry)
+
+    def for_model(self, name: str, version: str) -> ModelMetrics:
+        """The figures of one model version (exported until it is closed)."""
+        model = ModelMetrics(self, name, version)
+        self.batching.models[(name, version)] = model
+        return model
+
+    def render(self, names: Sequence[str] = ()) -> bytes:
+        """The Prometheus text exposition (only the metrics in `names` when given)."""
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        return self.ts.render(names) + generate_latest(registry)
 
 
 class HandlerMetrics:

@@ -4,7 +4,7 @@ that fails a test if the server's event loop was blocked while it ran."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +24,16 @@ MAX_LOOP_LAG = 0.25
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run an async test body."""
     return asyncio.run(coro)
+
+
+async def poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Re-check `condition` (it asks the server) until it holds; fail after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await asyncio.to_thread(condition):
+        if loop.time() > deadline:
+            raise AssertionError(f"the server did not reach the expected state in {timeout}s")
+        await asyncio.sleep(0.01)
 
 
 def build_store(store: Path) -> None:

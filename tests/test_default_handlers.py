@@ -281,7 +281,9 @@ def predict(served: Served, model: str, payloads: list[dict[str, Any]]) -> list[
                 holder = asyncio.create_task(send(session, "POST", url, **payloads[0]))
                 await until(lambda: executions_now(model) == executions + 1)
                 burst = [asyncio.create_task(send(session, "POST", url, **p)) for p in payloads]
-                await until(lambda: queued(model) == len(payloads))
+                # every request of the burst is queued, or (a full batch) waits in the inbox
+                # of the executor that is holding
+                await until(lambda: accepted(model) == len(payloads))
             finally:
                 served.hold.unlink()
             await holder
@@ -290,9 +292,11 @@ def predict(served: Served, model: str, payloads: list[dict[str, Any]]) -> list[
     def executions_now(name: str) -> float:
         return counter(server, "serve_executions_total", name)
 
-    def queued(name: str) -> int:
+    def accepted(name: str) -> float:
         described = request("GET", f"{server.management}/models/{name}").body
-        return int(described[0]["jobQueueStatus"]["pendingRequests"])
+        queued = described[0]["jobQueueStatus"]["pendingRequests"]
+        dispatched = counter(server, "serve_inferences_total", name) - inferences - 1
+        return queued + dispatched
 
     replies = asyncio.run(run())
     assert counter(server, "serve_inferences_total", model) - inferences == len(payloads) + 1

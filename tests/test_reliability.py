@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests import handlers_src as src
-from tests.conftest import metric_samples, run
+from tests.conftest import metric_samples, poll, run
 from tests.support import Server, http, model_folder, server_config
 
 
@@ -51,33 +51,32 @@ def test_a_full_queue_is_refused_at_the_door_with_retry_after(server: Server) ->
                     return r.status, dict(r.headers), await r.read()
 
             first = asyncio.ensure_future(post())
-            while metric_samples(server, "serve_executions_total").get(key, 0) < 1:
-                await asyncio.sleep(0.01)  # polling a metric: the first batch is running
-            queued = [asyncio.ensure_future(post()) for _ in range(2)]
-            while (
-                json.loads(http("GET", server.management + "/models/gated")[1])[0][
-                    "jobQueueStatus"
-                ]["pendingRequests"]
-                < 2
-            ):
-                await asyncio.sleep(0.01)
+            # the first batch is running (and holds at the gate)
+            await poll(lambda: metric_samples(server, "serve_executions_total").get(key, 0) >= 1)
+            # batch_size 1: the next request waits in the busy executor's inbox, two queue
+            queued = [asyncio.ensure_future(post()) for _ in range(3)]
+            await poll(lambda: pending(server, "gated") == 2)
             status, headers, body = await post()
             assert status == 503
             assert headers["Retry-After"] == "1"
             assert json.loads(body)["type"] == "ServiceUnavailableException"
             gate_file.touch()
             results = await asyncio.gather(first, *queued)
-            assert [r[0] for r in results] == [200, 200, 200]
+            assert [r[0] for r in results] == [200, 200, 200, 200]
 
     run(main())
+
+
+def pending(server: Server, model: str) -> int:
+    """Requests queued for a model, as describe reports them."""
+    described = json.loads(http("GET", f"{server.management}/models/{model}")[1])[0]
+    return int(described["jobQueueStatus"]["pendingRequests"])
 
 
 def accepted(server: Server, model: str) -> float:
     """Requests the server has taken for a model: dispatched plus queued."""
     key = (("model_name", model), ("model_version", "1.0"))
-    dispatched = metric_samples(server, "serve_inferences_total").get(key, 0.0)
-    described = json.loads(http("GET", f"{server.management}/models/{model}")[1])[0]
-    return dispatched + described["jobQueueStatus"]["pendingRequests"]
+    return metric_samples(server, "serve_inferences_total").get(key, 0.0) + pending(server, model)
 
 
 def test_oversized_bodies_get_413_and_the_server_keeps_serving(tmp_path: Path) -> None:
@@ -127,8 +126,7 @@ def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> No
                     return r.status
 
             calls = [asyncio.ensure_future(post(i)) for i in range(20)]
-            while accepted(server, "echo") < 20:
-                await asyncio.sleep(0.01)  # polling: every request has reached the server
+            await poll(lambda: accepted(server, "echo") >= 20)  # all reached the server
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
             return await asyncio.gather(*calls)

@@ -1,11 +1,15 @@
-"""The per-model-version dynamic batcher: a bounded queue, idle executors, and dispatch.
+"""The per-model-version dynamic batcher: a bounded queue, executors, and dispatch.
 
-Everything here runs on the event loop. A batch is formed only when an executor is idle, by
-applying `policy.decide`; requests whose client went away are dropped before dispatch. The
-executor thread reports back with `complete` (through `call_soon_threadsafe`), which answers
-every request of the batch and makes the executor idle again. A batch still running after the
-response timeout is answered with an error and its executor is handed to `on_stuck`, which
-replaces it; the model keeps serving.
+Everything here runs on the event loop. A batch is formed when an executor is idle, by
+applying `policy.decide`; requests whose client went away are dropped before dispatch. One
+exception keeps executors busy without changing any batch: a *full* batch (batch_size
+requests, which waiting cannot grow) may wait in the inbox of an executor that is running
+another, so the executor starts it the moment it finishes instead of waiting for the loop.
+
+The executor thread reports back with `complete` (through `call_soon_threadsafe`), which
+answers every request of the batch and lets the executor take the next one. A watchdog checks
+the running batches: one still running after the response timeout is answered with an error
+(so is a batch queued behind it), and its executor is handed to `on_stuck`, which replaces it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from handlers.messages import BatchFailure, Output
@@ -38,6 +43,14 @@ class Runner(Protocol):
 
 
 Batch = list[InferenceRequest]
+
+
+@dataclass(slots=True)
+class Flight:
+    """A batch handed to an executor; `started` is set once the executor is on it."""
+
+    batch: Batch
+    started: float | None
 
 
 class Batcher:
@@ -66,18 +79,17 @@ class Batcher:
         self._on_batch = on_batch
         self._pending: deque[InferenceRequest] = deque()
         self._idle: deque[Runner] = deque()
-        self._running: dict[Runner, tuple[Batch, asyncio.TimerHandle]] = {}
+        self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._window = ConcurrencyWindow()
         self._rate = ArrivalRate()
         self._closed = False
         self._drained = asyncio.Event()
         self._drained.set()
         self._loop = asyncio.get_running_loop()
-        self.executions = 0
-        self.inferences = 0
 
     # --- the three calls of the surface: submit, add (idle), complete -----------------------
 
@@ -89,18 +101,19 @@ class Batcher:
             )
         if self.capacity <= 0:
             raise no_worker(self.model)
-        if len(self._pending) >= self.queue_size:
+        pending = self._pending
+        if len(pending) >= self.queue_size:
             raise ServiceUnavailable(
                 f'Model "{self.model}" version {self.version} has {self.queue_size} requests '
                 "queued (job_queue_size); retry later or scale workers up",
                 headers={"Retry-After": "1"},
             )
-        self._pending.append(request)
+        pending.append(request)
         self._drained.clear()
         now = request.arrival
         self._rate.observe(now)
-        self._window.observe(len(self._pending) + self._in_flight, now)
-        if self._idle:
+        self._window.observe(len(pending) + self._in_flight, now)
+        if self._idle or len(pending) >= self.batch_size:
             self._dispatch()
 
     def add(self, runner: Runner) -> None:
@@ -113,12 +126,12 @@ class Batcher:
 
     def complete(self, runner: Runner, batch: Batch, result: list[Output] | BatchFailure) -> None:
         """An executor finished `batch` (called on the loop from the executor thread)."""
-        entry = self._running.pop(runner, None)
-        if entry is None or entry[0] is not batch:
+        flights = self._flights.get(runner)
+        if not flights or flights[0].batch is not batch:
             # the batch timed out and was already answered; the executor was replaced
             runner.stop()
             return
-        entry[1].cancel()
+        flights.popleft()
         self._in_flight -= len(batch)
         if isinstance(result, BatchFailure):
             error = InternalError(result.message, status=result.status)
@@ -127,8 +140,13 @@ class Batcher:
         else:
             for request, output in zip(batch, result, strict=True):
                 request.deliver(output)
-        self._check_drained()
-        self.add(runner)
+        if flights:
+            flights[0].started = time.monotonic()  # the queued batch is running now
+            self._dispatch()
+        else:
+            del self._flights[runner]
+            self._check_drained()
+            self.add(runner)
 
     # --- removing executors ----------------------------------------------------------------
 
@@ -146,19 +164,26 @@ class Batcher:
 
     @property
     def in_flight(self) -> int:
-        """Requests inside executors."""
+        """Requests inside executors (running or queued in an inbox)."""
         return self._in_flight
 
     # --- dispatch --------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         pending = self._pending
-        while self._idle and pending:
+        while pending:
             while pending and pending[0].done:
                 pending.popleft()
             if not pending:
                 break
             now = time.monotonic()
+            if not self._idle:
+                # no executor is free: only a full batch may queue behind a running one
+                runner = self._queue_slot() if len(pending) >= self.batch_size else None
+                if runner is None:
+                    break
+                self._send(runner, self._take(self.batch_size, now), now, running=False)
+                continue
             decision = decide(
                 pending=len(pending),
                 oldest_age=now - pending[0].arrival,
@@ -169,25 +194,46 @@ class Batcher:
             )
             if not isinstance(decision, Take):
                 self._wake_after(decision.seconds)
-                return
-            batch: Batch = []
-            while pending and len(batch) < decision.count:
-                request = pending.popleft()
-                if not request.done:
-                    request.dispatched = now
-                    batch.append(request)
+                break
+            batch = self._take(decision.count, now)
             if batch:
-                self._start(self._idle.popleft(), batch, now)
+                self._send(self._idle.popleft(), batch, now, running=True)
         self._check_drained()
 
-    def _start(self, runner: Runner, batch: Batch, now: float) -> None:
-        timer = self._loop.call_later(self.response_timeout, self._expire, runner, batch)
-        self._running[runner] = (batch, timer)
+    def _take(self, count: int, now: float) -> Batch:
+        pending = self._pending
+        batch: Batch = []
+        while pending and len(batch) < count:
+            request = pending.popleft()
+            if not request.done:
+                request.dispatched = now
+                batch.append(request)
+        return batch
+
+    def _queue_slot(self) -> Runner | None:
+        """A busy executor with an empty inbox, the one whose batch started first."""
+        best: Runner | None = None
+        best_start = 0.0
+        for runner, flights in self._flights.items():
+            if len(flights) != 1 or runner.retiring:
+                continue
+            started = flights[0].started or 0.0
+            if best is None or started < best_start:
+                best, best_start = runner, started
+        return best
+
+    def _send(self, runner: Runner, batch: Batch, now: float, *, running: bool) -> None:
+        if not batch:
+            return
+        flights = self._flights.get(runner)
+        if flights is None:
+            flights = self._flights[runner] = deque()
+        flights.append(Flight(batch, now if running else None))
         self._in_flight += len(batch)
-        self.executions += 1
-        self.inferences += len(batch)
         if self._on_batch is not None:
             self._on_batch(batch, now)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
         runner.run(batch)
 
     def _wake_after(self, seconds: float) -> None:
@@ -203,29 +249,44 @@ class Batcher:
         self._timer = None
         self._dispatch()
 
-    def _expire(self, runner: Runner, batch: Batch) -> None:
-        entry = self._running.get(runner)
-        if entry is None or entry[0] is not batch:
-            return
-        del self._running[runner]
-        self._in_flight -= len(batch)
+    # --- the response-timeout watchdog -----------------------------------------------------
+
+    @property
+    def _watch_period(self) -> float:
+        return min(1.0, self.response_timeout / 4)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        now = time.monotonic()
+        for runner, flights in list(self._flights.items()):
+            started = flights[0].started
+            if started is not None and now - started > self.response_timeout:
+                self._expire(runner, flights)
+        if self._flights:
+            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+
+    def _expire(self, runner: Runner, flights: deque[Flight]) -> None:
+        del self._flights[runner]
         logger.error(
             "Model %s version %s: %s did not finish a batch of %d within %gs; "
             "answering it with an error and replacing the executor",
             self.model,
             self.version,
             runner.name,
-            len(batch),
+            len(flights[0].batch),
             self.response_timeout,
         )
         error = RequestTimeout(
             f'Model "{self.model}" version {self.version} did not answer within its '
             f"response_timeout of {self.response_timeout:g} s; the worker was replaced"
         )
-        for request in batch:
-            request.fail(error)
+        for flight in flights:  # a batch queued behind the stuck one cannot run either
+            self._in_flight -= len(flight.batch)
+            for request in flight.batch:
+                request.fail(error)
         self._check_drained()
         self._on_stuck(runner)
+        self._dispatch()
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -238,8 +299,9 @@ class Batcher:
         self.fail_all(
             ServiceUnavailable(f'Model "{self.model}" version {self.version} was unregistered')
         )
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._watchdog):
+            if handle is not None:
+                handle.cancel()
         while self._idle:
             self._idle.popleft().stop()
 
@@ -247,11 +309,11 @@ class Batcher:
         """Answer everything queued or running with `error`."""
         while self._pending:
             self._pending.popleft().fail(error)
-        for batch, timer in self._running.values():
-            timer.cancel()
-            for request in batch:
-                request.fail(error)
-        self._running.clear()
+        for flights in self._flights.values():
+            for flight in flights:
+                for request in flight.batch:
+                    request.fail(error)
+        self._flights.clear()
         self._in_flight = 0
         self._drained.set()
 

@@ -112,6 +112,7 @@ class ModelVersion:
         """Drain queued requests (up to the response timeout), then stop every executor."""
         await self.batcher.close(self.settings.response_timeout)
         await self.pool.close(timeout=10.0)
+        self.metrics.close()
         self.archive.remove()
 
     def describe(self) -> dict[str, Any]:
