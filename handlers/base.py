@@ -31,9 +31,7 @@ def timed(func: F) -> F:
     """Record the call's duration as `ts_handler_<name>` when model-config sets handler.profile."""
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        config = getattr(self, "model_yaml_config", None) or {}
-        handler_config = config.get("handler") if isinstance(config, dict) else None
-        if not (isinstance(handler_config, dict) and handler_config.get("profile")):
+        if not _profiling(self):
             return func(self, *args, **kwargs)
         start = time.perf_counter()
         result = func(self, *args, **kwargs)
@@ -46,6 +44,18 @@ def timed(func: F) -> F:
     wrapper.__name__ = func.__name__
     wrapper.__doc__ = func.__doc__
     return wrapper  # type: ignore[return-value]
+
+
+def _profiling(handler: Any) -> bool:
+    """Whether the handler's model-config asks for `handler: {profile: true}` (read once)."""
+    cached = handler.__dict__.get("_ts_profile")
+    if cached is None:
+        config = getattr(handler, "model_yaml_config", None) or {}
+        section = config.get("handler") if isinstance(config, dict) else None
+        cached = bool(isinstance(section, dict) and section.get("profile"))
+        if getattr(handler, "initialized", False):
+            handler.__dict__["_ts_profile"] = cached
+    return bool(cached)
 
 
 class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC too)

@@ -224,6 +224,8 @@ class HandlerMetrics:
         self._lock = threading.Lock()
         self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self._refused: set[str] = set()
+        # (name, dimensions) -> the labelled child: handlers record per batch, often the same
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
     def record(
         self,
@@ -233,12 +235,15 @@ class HandlerMetrics:
         dimensions: Sequence[tuple[str, str]],
         value: float,
     ) -> None:
-        labels = (*(n for n, _ in dimensions), "Hostname")
-        values = [v for _, v in dimensions] + [HOSTNAME]
-        metric = self._metric(name, unit, metric_type, labels)
-        if metric is None:
-            return
-        child = metric.labels(*values)
+        key = (name, tuple(dimensions))
+        child = self._children.get(key)
+        if child is None:
+            labels = (*(n for n, _ in dimensions), "Hostname")
+            metric = self._metric(name, unit, metric_type, labels)
+            if metric is None:
+                return
+            child = metric.labels(*(v for _, v in dimensions), HOSTNAME)
+            self._children[key] = child
         if metric_type is MetricTypes.COUNTER:
             child.inc(value)
         elif metric_type is MetricTypes.GAUGE:

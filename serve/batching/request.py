@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
+import uuid
 
 from handlers.messages import Output, Param
 from serve.errors import ServeError
@@ -53,3 +55,15 @@ class InferenceRequest:
             self.future.set_exception(error)
         elif self.stream is not None:
             self.stream.put_nowait(error)
+
+
+# Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.
+# Unique within the process (and the prefix differs between processes), for the price of an
+# f-string rather than reading os.urandom on every request.
+_ID_PREFIX = str(uuid.uuid4())[:24]
+_ids = itertools.count()
+
+
+def new_request_id() -> str:
+    """A fresh request id."""
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
 
 from handlers.messages import Param
-from serve.batching.request import InferenceRequest
+from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
 from serve.grpc.gen.google.protobuf import Empty
@@ -157,7 +156,7 @@ class InferenceService(InferenceApIsServiceBase):
         if message.sequence_id:
             headers = ((SEQUENCE_HEADER, message.sequence_id),)
         loop = asyncio.get_running_loop()
-        job = InferenceRequest(str(uuid.uuid4()), params, headers, loop)
+        job = InferenceRequest(new_request_id(), params, headers, loop)
         return version, job, time.monotonic()
 
 

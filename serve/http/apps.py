@@ -6,7 +6,14 @@ from aiohttp import web
 
 from serve.config import Config
 from serve.http import inference, management, metrics_api
-from serve.http.common import CONFIG, METRICS, REGISTRY, errors_middleware
+from serve.http.common import (
+    CONFIG,
+    METRICS,
+    REGISTRY,
+    json_errors,
+    method_not_allowed,
+    not_found,
+)
 from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
 
@@ -14,12 +21,26 @@ from serve.models.registry import Registry
 def _app(
     config: Config, registry: Registry, metrics: ServerMetrics, routes: list[web.RouteDef]
 ) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=config.max_request_size)
+    app = web.Application(client_max_size=config.max_request_size)
     app[CONFIG] = config
     app[REGISTRY] = registry
     app[METRICS] = metrics
-    app.add_routes(routes)
+    app.add_routes(with_json_errors(routes))
     return app
+
+
+def with_json_errors(routes: list[web.RouteDef]) -> list[web.RouteDef]:
+    """Every route guarded by `json_errors`, plus JSON 405s for other methods on known paths
+    and a JSON 404 for unknown paths (what a middleware would do, without its per-request cost)."""
+    guarded = [web.route(r.method, r.path, json_errors(r.handler), **r.kwargs) for r in routes]
+    paths = list(dict.fromkeys(r.path for r in routes))
+    open_paths = {r.path for r in routes if r.method == "*"}
+    fallbacks = [
+        web.route("*", path, json_errors(method_not_allowed))
+        for path in paths
+        if path not in open_paths
+    ]
+    return [*guarded, *fallbacks, web.route("*", "/{tail:.*}", json_errors(not_found))]
 
 
 def inference_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:

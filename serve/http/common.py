@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -51,18 +52,36 @@ def error_response(error: ServeError) -> web.Response:
     return json_response(error.body(), error.status, error.headers)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to a JSON error body; unknown errors become one logged 500."""
-    try:
-        return await handler(request)
-    except ServeError as error:
-        return error_response(error)
-    except web.HTTPException as exc:
-        return error_response(_from_http(exc))
-    except Exception:
-        logger.exception("Unhandled error on %s %s", request.method, request.path)
-        return error_response(InternalError("Internal server error; see the server log"))
+def json_errors(handler: Handler) -> Handler:
+    """Map every failure of `handler` to a JSON error body; unknown ones become a logged 500.
+
+    A decorator on each route rather than an aiohttp middleware: a middleware costs every
+    request two extra calls on the hot path.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ServeError as error:
+            return error_response(error)
+        except web.HTTPException as exc:
+            return error_response(_from_http(exc))
+        except Exception:
+            logger.exception("Unhandled error on %s %s", request.method, request.path)
+            return error_response(InternalError("Internal server error; see the server log"))
+
+    return guarded
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """Any path no route serves."""
+    raise NotFound("Requested resource is not found, please refer to API document.")
+
+
+async def method_not_allowed(request: web.Request) -> web.StreamResponse:
+    """A method the path does not accept."""
+    raise MethodNotAllowed("Requested method is not allowed, please refer to API document.")
 
 
 def _from_http(exc: web.HTTPException) -> ServeError:

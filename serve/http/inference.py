@@ -11,13 +11,12 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 
 from aiohttp import web
 
 from handlers.messages import Output
-from serve.batching.request import InferenceRequest
-from serve.errors import InternalError, MethodNotAllowed, ServeError
+from serve.batching.request import InferenceRequest, new_request_id
+from serve.errors import InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
 from serve.http.inputs import read_params
 from serve.http.openapi import api_description
@@ -42,7 +41,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/ready/{model}", ready_model),
         web.get("/ready/{model}/{version}", ready_model),
         web.route("OPTIONS", "/", describe_api),
-        web.route("*", "/", method_not_allowed),
         web.route("*", "/api-description", describe_api),
         web.route("*", "/predictions/{model}", predictions),
         web.route("*", "/predictions/{model}/{version}", predictions),
@@ -94,10 +92,6 @@ async def describe_api(request: web.Request) -> web.Response:
     return json_response(api_description())
 
 
-async def method_not_allowed(request: web.Request) -> web.Response:
-    raise MethodNotAllowed("Requested method is not allowed, please refer to API document.")
-
-
 async def predictions(request: web.Request) -> web.StreamResponse:
     """Run one request through its model's batcher and answer with the handler's output."""
     return await _infer(request, explain=False)
@@ -134,7 +128,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("x-request-id")
     if given is not None and _REQUEST_ID.match(given):
         return given
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
 def _headers(output: Output, request_id: str) -> dict[str, str]:
