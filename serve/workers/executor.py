@@ -21,7 +21,7 @@ from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
 from serve.batching.request import InferenceRequest
-from serve.workers.threads import ThreadBudget
+from serve.workers.threads import ExecutorThreads, ThreadBudget
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Executor:
         self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._threads = 0
+        self._policy = ExecutorThreads(budget)
 
     def start(self) -> None:
         """Start the thread; it loads the handler, then reports through `on_loaded`."""
@@ -98,7 +99,7 @@ class Executor:
     def _load(self) -> tuple[Service, Any]:
         import torch
 
-        self._threads = self._budget.per_executor
+        self._threads = self._policy.current()
         torch.set_num_threads(self._threads)
         stream = None
         if self.device is not None and torch.cuda.is_available():
@@ -116,14 +117,18 @@ class Executor:
         import torch
 
         inbox = self._inbox
+        policy = self._policy
         while True:
             batch = inbox.get()
             if batch is None:
                 return
-            if self._budget.per_executor != self._threads:
-                self._threads = self._budget.per_executor
-                torch.set_num_threads(self._threads)
+            threads = policy.current()
+            if threads != self._threads:
+                self._threads = threads
+                torch.set_num_threads(threads)
+            started = time.perf_counter()
             result = self._predict(service, stream, batch)
+            policy.observe(time.perf_counter() - started)
             self._post(self._on_complete, self, batch, result)
 
     def _predict(self, service: Service, stream: Any, batch: Batch) -> Result:

@@ -1,9 +1,12 @@
 """How many intra-op threads each executor gives torch.
 
-Rule: `torch_num_threads` when configured (> 0); otherwise the usable cores divided by the
-number of executors in the process, at least 1. Several executors then share the cores instead
-of each starting a full OpenMP pool and oversubscribing them. Executors pick up a new value
-before their next batch when the count of executors changes.
+Rule: `torch_num_threads` when configured (> 0). Otherwise the usable cores divided by the
+number of executors in the process, at least 1, so several executors share the cores instead
+of each starting a full OpenMP pool and oversubscribing them; and 1 thread while an executor's
+batches are short (under SHORT_BATCH on average), because a forward that short gains nothing
+from splitting, while the OpenMP pool spins a core after every call, the core the event loop
+needs. It returns to the shared count when batches on one thread grow past LONG_BATCH.
+Executors apply a new value before their next batch.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ class ThreadBudget:
         self._executors = 0
         self.per_executor = self._compute()
 
+    @property
+    def configured(self) -> bool:
+        """True when the operator fixed the count (torch_num_threads)."""
+        return self._configured > 0
+
     def add(self) -> None:
         """One more executor."""
         self._executors += 1
@@ -42,3 +50,33 @@ class ThreadBudget:
         if self._configured > 0:
             return self._configured
         return max(1, self._cores // max(1, self._executors))
+
+
+SHORT_BATCH = 0.002
+LONG_BATCH = 0.008
+
+
+class ExecutorThreads:
+    """The intra-op thread count of one executor: its share of the budget, or 1 while short."""
+
+    def __init__(self, budget: ThreadBudget, weight: float = 0.2) -> None:
+        self._budget = budget
+        self._weight = weight
+        self._average: float | None = None
+        self.short = False
+
+    def current(self) -> int:
+        """The count to use for the next batch."""
+        if self.short and not self._budget.configured:
+            return 1
+        return self._budget.per_executor
+
+    def observe(self, seconds: float) -> None:
+        """One batch took `seconds` with the current count."""
+        average = self._average
+        average = seconds if average is None else average + self._weight * (seconds - average)
+        self._average = average
+        if not self.short and average < SHORT_BATCH:
+            self.short = True
+        elif self.short and average > LONG_BATCH:
+            self.short = False
