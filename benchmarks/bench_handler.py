@@ -15,6 +15,7 @@ the tiny model returns its 4 outputs, ResNet-18 `{"class": i, "score": p}`.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
@@ -52,6 +53,8 @@ def to_tensor(value: Any, content_type: str) -> torch.Tensor:
     if isinstance(value, bytes | bytearray):
         if content_type.startswith("image/") or value[:2] == b"\xff\xd8":
             return jpeg_tensor(value)
+        if value[:1] in (b"[", b"{"):  # JSON sent without a content type (gRPC inputs)
+            return torch.as_tensor(json.loads(value), dtype=torch.float32)
         return raw_tensor(value)
     return torch.as_tensor(value, dtype=torch.float32)
 

@@ -24,7 +24,7 @@ def load_stubs() -> tuple[ModuleType, ModuleType]:
         raise RuntimeError(
             f"gRPC load needs {PROTO} (TorchServe's inference.proto); it is not there yet"
         )
-    digest = hashlib.sha256(PROTO.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(PROTO.read_bytes() + b"+status").hexdigest()[:12]
     out = Path(tempfile.gettempdir()) / f"bench-grpc-stubs-{digest}"
     if not (out / "inference_pb2_grpc.py").is_file():
         _generate(out)
@@ -47,6 +47,7 @@ def _generate(out: Path) -> None:
             f"--python_out={out}",
             f"--grpc_python_out={out}",
             str(PROTO),
+            str(PROTO_DIR / "google" / "rpc" / "status.proto"),
         ]
     )
     if code != 0:

@@ -256,7 +256,7 @@ def _run_scenario(
         loads += [(0, r) for r in rates]
         for concurrency, rate in loads:
             spec = LoadSpec(
-                url=server.predictions_url(scenario.model),
+                url=server.target(scenario.model, options.transport),
                 payload=payload,
                 duration=options.duration,
                 warmup=options.warmup,

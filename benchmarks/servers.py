@@ -64,6 +64,7 @@ class Server:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.port = free_port()
         self.management_port = free_port()
+        self.grpc_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -73,6 +74,12 @@ class Server:
 
     def predictions_url(self, model: str) -> str:
         return f"{self.base}/predictions/{model}"
+
+    def target(self, model: str, transport: str) -> str:
+        """Where the load goes: the predictions URL, or the gRPC inference address."""
+        if transport == "grpc":
+            return f"grpc://127.0.0.1:{self.grpc_port}"
+        return self.predictions_url(model)
 
     def command(self, preload: str | None) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
@@ -171,7 +178,7 @@ class Ours(Server):
             f"inference_address: 127.0.0.1:{self.port}",
             f"management_address: 127.0.0.1:{self.management_port}",
             f"metrics_address: 127.0.0.1:{free_port()}",
-            f"grpc_inference_address: 127.0.0.1:{free_port()}",
+            f"grpc_inference_address: 127.0.0.1:{self.grpc_port}",
             f"grpc_management_address: 127.0.0.1:{free_port()}",
             f"model_store: {self.store}",
             "enable_model_api: true",
@@ -206,7 +213,7 @@ class TorchServe(Server):
                     f"inference_address=http://127.0.0.1:{self.port}",
                     f"management_address=http://127.0.0.1:{self.management_port}",
                     f"metrics_address=http://127.0.0.1:{free_port()}",
-                    f"grpc_inference_port={free_port()}",
+                    f"grpc_inference_port={self.grpc_port}",
                     f"grpc_management_port={free_port()}",
                     f"model_store={self.store}",
                     "default_workers_per_model=1",
