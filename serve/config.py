@@ -71,6 +71,7 @@ class Config:
     install_py_dep_per_model: bool = False
     number_of_gpu: int | None = None
     torch_num_threads: int = 0
+    adaptive_batching: bool = True
     log_level: str = "INFO"
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
 
@@ -231,6 +232,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "install_py_dep_per_model": _bool,
     "number_of_gpu": _optional_int(0),
     "torch_num_threads": _int(0),
+    "adaptive_batching": _bool,
     "log_level": _log_level,
     "models": _models,
 }

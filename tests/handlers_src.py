@@ -154,6 +154,9 @@ TS_CLASS_HANDLER = """
 
         def postprocess(self, output):
             return output.tolist()
+
+        def describe_handle(self):
+            return {"factor": float(self.model.factor), "device": str(self.device)}
 """
 
 TS_MODEL = """

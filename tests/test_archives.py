@@ -160,4 +160,12 @@ def test_an_archive_built_by_the_real_torch_model_archiver_serves_unchanged(
         4,
         20,
     )
+    assert "customizedMetadata" not in described
+    # ?customized=true asks the handler's describe_handle() through a worker
+    status, raw = http("GET", f"{server.management}/models/scale?customized=true")
+    assert status == 200
+    assert json.loads(raw)[0]["customizedMetadata"] == {"factor": 3.0, "device": "cpu"}
+    status, raw = http("GET", f"{server.management}/v1/models/scale")
+    assert (status, json.loads(raw)) == (200, {"name": "scale", "ready": True})
     assert http("DELETE", f"{server.management}/models/scale")[0] == 200
+    assert http("GET", f"{server.management}/v1/models/scale")[0] == 404

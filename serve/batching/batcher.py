@@ -67,6 +67,7 @@ class Batcher:
         response_timeout: float,
         on_stuck: Callable[[Runner], None],
         on_batch: Callable[[Batch, float], None] | None = None,
+        adaptive: bool = True,
     ) -> None:
         self.model = model
         self.version = version
@@ -74,6 +75,7 @@ class Batcher:
         self.max_batch_delay = max_batch_delay_ms / 1000
         self.queue_size = queue_size
         self.response_timeout = response_timeout
+        self.adaptive = adaptive  # False: wait up to max_batch_delay for a full batch, always
         self.capacity = 0  # executors loading or ready; set by the pool
         self._on_stuck = on_stuck
         self._on_batch = on_batch
@@ -189,8 +191,12 @@ class Batcher:
                 oldest_age=now - pending[0].arrival,
                 batch_size=self.batch_size,
                 max_delay=self.max_batch_delay,
-                gatherable=max(1, self._window.peak(now) - self._in_flight),
-                arrival_rate=self._rate.rate(now),
+                gatherable=(
+                    max(1, self._window.peak(now) - self._in_flight)
+                    if self.adaptive
+                    else self.batch_size
+                ),
+                arrival_rate=self._rate.rate(now) if self.adaptive else float("inf"),
             )
             if not isinstance(decision, Take):
                 self._wake_after(decision.seconds)

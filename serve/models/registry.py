@@ -215,6 +215,7 @@ class Registry:
             job_queue_size=_first(arc.job_queue_size, self.config.job_queue_size),
             devices=devices,
             device_type="cpu" if devices == (None,) else "gpu",
+            adaptive_batching=self.config.adaptive_batching,
         )
 
     def _devices(

@@ -29,6 +29,7 @@ class VersionSettings:
     job_queue_size: int
     devices: tuple[int | None, ...]
     device_type: str  # "cpu" or "gpu"
+    adaptive_batching: bool = True
 
 
 class ModelVersion:
@@ -64,6 +65,7 @@ class ModelVersion:
             response_timeout=settings.response_timeout,
             on_stuck=self._replace_stuck,
             on_batch=self.metrics.dispatched,
+            adaptive=settings.adaptive_batching,
         )
         self._metric_sink = metrics.handler_metrics
         self.pool = Pool(

@@ -1,0 +1,55 @@
+"""Adaptive dispatch seen from outside: a lone request is not held for max_batch_delay, unless
+the operator asks for TorchServe's fixed waiting. Read from the queue-time histogram."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import handlers_src as src
+from tests.conftest import metric_samples
+from tests.support import Server, http, model_folder, server_config
+
+
+def queue_buckets(server: Server, model: str) -> dict[str, float]:
+    """Cumulative counts of serve_queue_seconds by upper bound, for one model."""
+    samples = metric_samples(server, "serve_queue_seconds_bucket")
+    return {
+        dict(labels)["le"]: value
+        for labels, value in samples.items()
+        if dict(labels)["model_name"] == model
+    }
+
+
+def one_request(server: Server, model: str) -> dict[str, float]:
+    """Send a single request; the change in each queue-time bucket."""
+    before = queue_buckets(server, model)
+    assert http("POST", f"{server.inference}/predictions/{model}", b"x")[0] == 200
+    after = queue_buckets(server, model)
+    return {le: after[le] - before.get(le, 0.0) for le in after}
+
+
+def test_a_lone_request_is_dispatched_at_once(server: Server) -> None:
+    # echo: batch_size 8, max_batch_delay 200 ms; nothing else is coming, so no wait
+    change = one_request(server, "echo")
+    assert change["0.1"] == 1, change
+
+
+def test_fixed_batching_waits_the_whole_delay_for_a_lone_request(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model_folder(store, "echo", src.ECHO)
+    config = server_config(
+        store,
+        load_models=["echo"],
+        adaptive_batching=False,
+        models={"echo": {"1.0": {"batch_size": 8, "max_batch_delay": 300}}},
+    )
+    server = Server(tmp_path, config)
+    server.start()
+    try:
+        server.wait_ready()
+        change = one_request(server, "echo")
+        # it waited at least max_batch_delay: not in any bucket at or below 0.25 s
+        assert change["0.25"] == 0, change
+        assert change["+Inf"] == 1, change
+    finally:
+        assert server.stop() == 0
