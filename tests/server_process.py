@@ -1,8 +1,8 @@
-"""A real `python -m serve` in a subprocess on free ports, and small HTTP helpers for tests.
+"""`running_server` and small HTTP helpers over the shared server fixture (tests/support.py).
 
-Self-contained on purpose (no conftest fixtures): a test module builds its archives, then
-`with running_server(tmp, store, load_models=[...]) as server:` gives a server that answered
-`GET /ready` with 200, and stops it with SIGTERM afterwards.
+A test module builds its archives, then `with running_server(tmp, store, load_models=[...])
+as server:` gives a server that answered `GET /ready` with 200, and stops it with SIGTERM
+afterwards.
 """
 
 from __future__ import annotations
@@ -10,128 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 90.0
-_ADDRESS_KEYS = (
-    "inference_address",
-    "management_address",
-    "metrics_address",
-    "grpc_inference_address",
-    "grpc_management_address",
-)
+from tests.support import Server, server_config
 
-
-def free_port() -> int:
-    """A port the OS reports free right now (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """A running server: its addresses, process and log file."""
-
-    config: dict[str, Any]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def inference(self) -> str:
-        """Base URL of the inference API."""
-        return f"http://{self.config['inference_address']}"
-
-    @property
-    def management(self) -> str:
-        """Base URL of the management API."""
-        return f"http://{self.config['management_address']}"
-
-    @property
-    def metrics(self) -> str:
-        """Base URL of the metrics API."""
-        return f"http://{self.config['metrics_address']}"
-
-    def log(self) -> str:
-        """Everything the server wrote so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+ServerProcess = Server  # the shared fixture class (tests/support.py)
 
 
 @contextlib.contextmanager
 def running_server(
     root: Path, model_store: Path, *, load_models: Sequence[str] = (), **settings: Any
-) -> Iterator[ServerProcess]:
+) -> Iterator[Server]:
     """Start a server on free ports, wait until every model is ready, stop it afterwards."""
-    config: dict[str, Any] = {key: f"127.0.0.1:{free_port()}" for key in _ADDRESS_KEYS}
-    config.update(model_store=str(model_store), load_models=list(load_models), **settings)
     root.mkdir(parents=True, exist_ok=True)
-    config_path = root / "serve.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    log_path = root / "server.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "serve", "--config", str(config_path)],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(config, process, log_path)
+    server = Server(root, server_config(model_store, load_models=list(load_models), **settings))
+    server.start()
     try:
-        _wait_ready(server)
+        server.wait_ready()
         yield server
     finally:
-        _stop(process)
-
-
-def _wait_ready(server: ServerProcess) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    url = f"{server.inference}/ready"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        # waiting on the process doubles as the poll interval and notices an early exit
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.process.wait(timeout=0.1)
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"the server exited with code {server.process.returncode}:\n{server.log()}"
-            )
-    raise TimeoutError(f"the server was not ready within {READY_TIMEOUT} s:\n{server.log()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 @dataclass(frozen=True)

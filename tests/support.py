@@ -80,7 +80,9 @@ class Server:
     def start(self, *args: str) -> None:
         path = self.root / "serve.yaml"
         path.write_text(yaml.safe_dump(self.config))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # this checkout's code, whatever the virtualenv has installed
+        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serve", "--config", str(path), *args],

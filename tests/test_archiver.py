@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_process import REPO
+from tests.support import REPO
 
 FORMATS = ("default", "zip-store", "tgz", "no-archive")
 SUFFIX = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}

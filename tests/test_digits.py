@@ -17,7 +17,8 @@ from types import ModuleType
 import pytest
 
 from serve.config import load_config
-from tests.server_process import REPO, ServerProcess, concurrently, request, running_server
+from tests.server_process import ServerProcess, concurrently, request, running_server
+from tests.support import REPO
 
 EXAMPLE = REPO / "examples" / "digits"
 FORMATS = {
