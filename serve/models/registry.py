@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Any
 from handlers.loader import remove_from_path
 from serve.config import Config
 from serve.errors import (
-    BadRequest,
     Conflict,
     InternalError,
     InvalidModel,
@@ -275,13 +275,9 @@ class Registry:
 
 
 def _first(*values: Any) -> Any:
-    for value in values:
-        if value is not None:
-            return value
-    raise BadRequest("no value")  # unreachable: the last candidate is always set
+    """The first value that is set (the last candidate is always a default)."""
+    return next(value for value in values if value is not None)
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)

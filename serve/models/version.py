@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.loader import ServiceSpec
-from serve.batching.batcher import Batch, Batcher, Runner
+from serve.batching.batcher import Batcher, Runner
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
 from serve.workers.pool import Pool
@@ -187,5 +187,3 @@ def _rss_bytes() -> int:
     except (OSError, ValueError, IndexError):
         return 0
 
-
-__all__ = ["Batch", "ModelVersion", "VersionSettings"]
