@@ -45,6 +45,7 @@ def build_store(store: Path) -> None:
     model_folder(store, "streaming", src.STREAMING)
     model_folder(store, "devices", src.ECHO)
     model_folder(store, "gated", src.GATED, model_config={"jobQueueSize": 2})
+    model_folder(store, "gated4", src.GATED, model_config={"batchSize": 4, "maxBatchDelay": 50})
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = server_config(
         store,
         enable_model_api=True,
-        load_models=["echo", "kinds", "failing", "hanging", "streaming", "devices", "gated"],
+        load_models=[
+            "echo",
+            "kinds",
+            "failing",
+            "hanging",
+            "streaming",
+            "devices",
+            "gated",
+            "gated4",
+        ],
         models={
             "echo": {"1.0": {"batch_size": 8, "max_batch_delay": 200}},
             "hanging": {"1.0": {"response_timeout": 2}},

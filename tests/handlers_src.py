@@ -96,7 +96,8 @@ GATED = """
     def handle(data, context):
         if data is None:
             return None
-        gate = os.path.join(context.system_properties["model_dir"], "..", "gate")
+        store = os.path.dirname(context.system_properties["model_dir"])
+        gate = os.path.join(store, context.model_name + ".gate")
         while not os.path.exists(gate):  # the test opens the gate by creating the file
             time.sleep(0.01)
         return [len(data)] * len(data)

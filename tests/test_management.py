@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests import handlers_src as src
+from tests.conftest import metric_samples, poll
 from tests.support import Server, http, model_folder, server_config
 
 pytestmark = pytest.mark.usefixtures("loop_guard")
@@ -207,3 +209,39 @@ def test_model_api_is_off_unless_enabled(tmp_path: Path) -> None:
         assert call("GET", f"{server.management}/models")[0] == 200
     finally:
         assert server.stop() == 0
+
+
+def test_a_customized_describe_never_shares_a_batch(server: Server) -> None:
+    """The handler answers a describe call for its whole batch, so it must go alone."""
+    predict = f"{server.inference}/predictions/gated4"
+    key = (("model_name", "gated4"), ("model_version", "1.0"))
+
+    def pending() -> int:
+        return int(
+            call("GET", f"{server.management}/models/gated4")[1][0]["jobQueueStatus"][
+                "pendingRequests"
+            ]
+        )
+
+    async def main() -> tuple[list[tuple[int, Any]], Any]:
+        loop = asyncio.get_running_loop()
+
+        def post() -> tuple[int, Any]:
+            return call("POST", predict, b"x")
+
+        holder = loop.run_in_executor(None, post)  # holds the executor at the gate
+        await poll(lambda: metric_samples(server, "serve_executions_total").get(key, 0) >= 1)
+        calls = [loop.run_in_executor(None, post) for _ in range(2)]
+        await poll(lambda: pending() == 2)
+        describe = loop.run_in_executor(
+            None, call, "GET", f"{server.management}/models/gated4?customized=true"
+        )
+        await poll(lambda: pending() == 3)
+        (server.root / "store" / "gated4.gate").touch()
+        answers = await asyncio.gather(holder, *calls)
+        return answers, (await describe)[1]
+
+    answers, described = asyncio.run(main())
+    # the gated handler answers each request with the size of the batch it was in
+    assert answers == [(200, 1), (200, 2), (200, 2)]
+    assert described[0]["customizedMetadata"] == 1

@@ -40,7 +40,7 @@ def test_a_hanging_batch_times_out_and_the_model_keeps_serving(server: Server) -
 @pytest.mark.usefixtures("loop_guard")
 def test_a_full_queue_is_refused_at_the_door_with_retry_after(server: Server) -> None:
     url = server.inference + "/predictions/gated"
-    gate_file = server.root / "store" / "gate"
+    gate_file = server.root / "store" / "gated.gate"
     key = (("model_name", "gated"), ("model_version", "1.0"))
 
     async def main() -> None:

@@ -210,10 +210,17 @@ class Batcher:
         pending = self._pending
         batch: Batch = []
         while pending and len(batch) < count:
-            request = pending.popleft()
-            if not request.done:
-                request.dispatched = now
-                batch.append(request)
+            request = pending[0]
+            if request.done:
+                pending.popleft()
+                continue
+            if request.solo and batch:
+                break  # it goes alone, in the next batch
+            pending.popleft()
+            request.dispatched = now
+            batch.append(request)
+            if request.solo:
+                break
         return batch
 
     def _queue_slot(self) -> Runner | None:

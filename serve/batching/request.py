@@ -15,10 +15,20 @@ class InferenceRequest:
     """A request on its way through the batcher; answered exactly once through `future`.
 
     The first Output (or error) resolves `future`. A streaming handler's later chunks go to
-    `stream`, created when the first chunk is not final.
+    `stream`, created when the first chunk is not final. A `solo` request (a describe call:
+    BaseHandler answers it for the whole batch) always runs in a batch of its own.
     """
 
-    __slots__ = ("arrival", "dispatched", "future", "headers", "params", "request_id", "stream")
+    __slots__ = (
+        "arrival",
+        "dispatched",
+        "future",
+        "headers",
+        "params",
+        "request_id",
+        "solo",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -26,10 +36,13 @@ class InferenceRequest:
         params: tuple[Param, ...],
         headers: tuple[tuple[str, str], ...],
         loop: asyncio.AbstractEventLoop,
+        *,
+        solo: bool = False,
     ) -> None:
         self.request_id = request_id
         self.params = params
         self.headers = headers
+        self.solo = solo
         self.arrival = time.monotonic()
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()

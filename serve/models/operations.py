@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from handlers.messages import Param
-from serve.batching.request import InferenceRequest
+from serve.batching.request import InferenceRequest, new_request_id
 from serve.config import Config
 from serve.errors import BadRequest, MethodNotAllowed, ServiceUnavailable
 from serve.models.params import bool_param, float_param, int_param, str_param
@@ -128,10 +128,11 @@ async def _customized(version: ModelVersion) -> Any:
             "Please use scale workers API to add workers."
         )
     job = InferenceRequest(
-        "describe",
+        new_request_id(),
         (Param("body", "", bytearray()),),
         (("describe", "True"),),
         asyncio.get_running_loop(),
+        solo=True,  # TorchServe sends describe jobs alone: the handler answers for the batch
     )
     version.batcher.submit(job)
     output = await job.future

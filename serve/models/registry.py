@@ -118,8 +118,8 @@ class Registry:
 
     async def register(self, params: RegisterParams) -> Registered:
         """Open the archive, add the version, start its workers (and wait if synchronous)."""
-        path = locate(self.config.model_store, params.url)
-        archive = await asyncio.to_thread(open_archive, path, self._workdir)
+        store, workdir = self.config.model_store, self._workdir
+        archive = await asyncio.to_thread(lambda: open_archive(locate(store, params.url), workdir))
         try:
             archive = await install_requirements(
                 archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir

@@ -120,6 +120,7 @@ class ModelVersion:
     def describe(self) -> dict[str, Any]:
         """TorchServe's describe object (same keys, same order), plus per-worker gpuId."""
         s = self.settings
+        rss = _rss_bytes()  # one process: every worker reports the same figure
         body: dict[str, Any] = {
             "modelName": self.name,
             "modelVersion": self.version,
@@ -151,7 +152,7 @@ class ModelVersion:
                 "maxNumSequence": 0,
                 "maxSequenceJobQueueSize": 0,
                 "loadedAtStartup": self.loaded_at_startup,
-                "workers": [self._worker(e) for e in self.pool.executors],
+                "workers": [self._worker(e, rss) for e in self.pool.executors],
                 "jobQueueStatus": {
                     "remainingCapacity": max(0, s.job_queue_size - self.batcher.pending),
                     "pendingRequests": self.batcher.pending,
@@ -160,14 +161,14 @@ class ModelVersion:
         )
         return body
 
-    def _worker(self, executor: Any) -> dict[str, Any]:
+    def _worker(self, executor: Any, rss: int) -> dict[str, Any]:
         started = executor.started_at
         return {
             "id": executor.id,
             "startTime": started.strftime("%Y-%m-%dT%H:%M:%S.")
             + f"{started.microsecond // 1000:03d}Z",
             "status": executor.state,
-            "memoryUsage": _rss_bytes(),
+            "memoryUsage": rss,
             "pid": os.getpid(),
             "gpu": executor.device is not None,
             "gpuId": executor.device,
@@ -186,4 +187,3 @@ def _rss_bytes() -> int:
         return pages * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
