@@ -488,7 +488,7 @@ def test_locked_server_refuses_the_model_api_and_big_messages_then_drains_on_sig
     tmp_path: Path, pb: dict[str, ModuleType]
 ) -> None:
     server = _start(tmp_path, load_models=["gated"], max_request_size=4096)
-    gate = tmp_path / "store" / "gate"
+    gate = tmp_path / "store" / "gated.gate"
     try:
         m, i = pb["management_pb2"], pb["inference_pb2"]
         with (
