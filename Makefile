@@ -51,7 +51,39 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-.PHONY: install run digits test lint format proto bench bench-setup clean
+# gRPC code from proto/ (betterproto2, grpclib client + server), committed under serve/grpc/gen;
+# tests/test_proto_fresh.py fails when it is stale. The protoc plugin lives in the venv's bin.
+proto: install
+	rm -rf serve/grpc/gen
+	mkdir -p serve/grpc/gen
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
+		--python_betterproto2_out=serve/grpc/gen \
+		--python_betterproto2_opt=client_generation=async,server_generation=async \
+		proto/inference.proto proto/management.proto
+
+# TorchServe 0.12 gets its own venv (its top-level `ts` package would shadow ours). torch comes
+# first, pinned to the CPU build, for the same reason as above.
+TS_VENV := benchmarks/.venv-torchserve
+TS_STAMP := $(TS_VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_ARGS ?=
+
+bench-setup: $(TS_STAMP) $(BENCH_STAMP)
+
+$(TS_STAMP):
+	$(PYTHON) -m venv $(TS_VENV)
+	$(TS_VENV)/bin/pip install --quiet torch==2.13.0
+	$(TS_VENV)/bin/pip install --quiet torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml numpy pillow
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# The default matrix (about 15 minutes); e.g. `make bench BENCH_ARGS="--suite quick"`.
+# wrk drives the load when installed (apt-get install wrk), else the built-in asyncio client.
+bench: install bench-setup
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
