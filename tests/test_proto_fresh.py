@@ -43,3 +43,13 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     assert sorted(fresh) == sorted(committed), "run `make proto` and commit serve/grpc/gen"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated files {stale}: run `make proto` and commit serve/grpc/gen"
+
+
+def test_make_proto_runs_this_generator() -> None:
+    """`make proto` exists and passes protoc the options checked above."""
+    dry = subprocess.run(
+        ["make", "-n", "proto"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+    assert "grpc_tools.protoc -I proto" in dry
+    assert "--python_betterproto2_opt=client_generation=async,server_generation=async" in dry
+    assert "proto/inference.proto proto/management.proto" in dry
