@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# TorchServe 0.12 gets its own venv (its top-level `ts` package would shadow ours): the
+# benchmarks compare against it and a test serves our archives with it. torch comes first,
+# pinned to the CPU build, for the same reason as below.
+TS_VENV := benchmarks/.venv-torchserve
+TS_STAMP := $(TS_VENV)/.installed-stamp
 
 .PHONY: install run digits test lint format proto bench bench-setup clean
 
@@ -39,7 +44,7 @@ model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
 		--handler image_classifier --extra-files examples/digits/index_to_name.json \
 		--config-file examples/digits/model-config.yaml --export-path model_store --force
 
-test: install
+test: install $(TS_STAMP)
 	$(PY) -m pytest
 
 lint: install
@@ -61,10 +66,6 @@ proto: install
 		--python_betterproto2_opt=client_generation=async,server_generation=async \
 		proto/inference.proto proto/management.proto
 
-# TorchServe 0.12 gets its own venv (its top-level `ts` package would shadow ours). torch comes
-# first, pinned to the CPU build, for the same reason as above.
-TS_VENV := benchmarks/.venv-torchserve
-TS_STAMP := $(TS_VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
 
@@ -86,4 +87,4 @@ bench: install bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
