@@ -135,3 +135,61 @@ def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> No
     assert statuses == [200] * 20
     assert server.wait() == 0
     assert "Shutting down" in server.log()
+
+
+@pytest.mark.usefixtures("loop_guard")
+def test_hundreds_of_connections_and_rude_clients_leave_everyone_answered(server: Server) -> None:
+    """400 connections at once, among them 150 clients that hang up early or send garbage.
+
+    Each of the 250 others gets its own answer, or, past the model's queue of 100, a JSON 503
+    with Retry-After; nobody waits forever and the server goes on serving.
+    """
+    host, port = server.config["inference_address"].split(":")
+    url = server.inference + "/predictions/echo"
+
+    async def rude(kind: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        if kind == 0:  # hangs up in the middle of the body
+            writer.write(
+                b"POST /predictions/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99\r\n\r\n[1"
+            )
+        elif kind == 1:  # sends a whole request, then leaves without reading the answer
+            writer.write(
+                b"POST /predictions/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n[1]"
+            )
+        else:  # not HTTP at all: a 400, then the connection is closed
+            writer.write(b"\x16\x03\x01 hello\r\n\r\n")
+            assert (await reader.read()).split(b" ", 2)[1] == b"400"
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> list[tuple[int, str | None, dict[str, object]]]:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)  # one connection each
+        async with aiohttp.ClientSession(connector=connector) as s:
+
+            async def polite(i: int) -> tuple[int, str | None, dict[str, object]]:
+                async with s.post(url, json={"i": i}) as r:
+                    return r.status, r.headers.get("Retry-After"), await r.json()
+
+            results = await asyncio.gather(
+                *(polite(i) for i in range(250)), *(rude(i % 3) for i in range(150))
+            )
+        return [r for r in results if r is not None]
+
+    answers = run(main())
+    served = 0
+    for i, (status, retry_after, body) in enumerate(answers):
+        if status == 200:
+            assert body["input"] == {"i": i}
+            served += 1
+        else:
+            assert (status, body["code"], body["type"]) == (503, 503, "ServiceUnavailableException")
+            assert "job_queue_size" in str(body["message"])
+            assert retry_after is not None
+    assert served >= 100, f"only {served} of 250 served with a queue of 100"
+    status, body = http(
+        "POST", url, b'{"after": true}', headers={"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert json.loads(body)["input"] == {"after": True}
