@@ -187,7 +187,8 @@ def test_hundreds_of_connections_and_rude_clients_leave_everyone_answered(server
             assert (status, body["code"], body["type"]) == (503, 503, "ServiceUnavailableException")
             assert "job_queue_size" in str(body["message"])
             assert retry_after is not None
-    assert served >= 100, f"only {served} of 250 served with a queue of 100"
+    # the queue holds 100; the 50 whole requests of clients that left may hold some of it
+    assert served >= 50, f"only {served} of 250 served with a queue of 100"
     status, body = http(
         "POST", url, b'{"after": true}', headers={"Content-Type": "application/json"}
     )
