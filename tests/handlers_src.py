@@ -172,3 +172,13 @@ TS_MODEL = """
         def forward(self, x):
             return x * self.factor
 """
+
+PARAMS = """
+    def handle(data, context):
+        if data is None:
+            return None
+        return [
+            [[k, v.decode() if isinstance(v, (bytes, bytearray)) else v] for k, v in row.items()]
+            for row in data
+        ]
+"""

@@ -1,5 +1,8 @@
 """The inference API (port 8080): ping, readiness, predictions, explanations, API description.
 
+Also TorchServe's SageMaker-style `/invocations`, `/models/{model}/invoke` and legacy
+`/{model}[/{version}]/predict` paths.
+
 A prediction reads top to bottom: resolve the model version, read the body into parameters,
 queue one InferenceRequest with the batcher, await its future, write the handler's answer
 (or stream its chunks).
@@ -14,9 +17,9 @@ import time
 
 from aiohttp import web
 
-from handlers.messages import Output
+from handlers.messages import Output, Param
 from serve.batching.request import InferenceRequest, new_request_id
-from serve.errors import InternalError, ServeError
+from serve.errors import BadRequest, InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
 from serve.http.inputs import read_params
 from serve.http.openapi import api_description
@@ -47,6 +50,10 @@ def routes() -> list[web.RouteDef]:
         web.route("*", "/predictions/{model}/{version}/{path:.+}", predictions),
         web.route("*", "/explanations/{model}", explanations),
         web.route("*", "/explanations/{model}/{version}", explanations),
+        web.route("*", "/invocations", invocations),
+        web.route("*", "/models/{model}/invoke", invocations),
+        web.route("*", "/{model}/predict", legacy_predict),
+        web.route("*", "/{model}/{version}/predict", legacy_predict),
     ]
 
 
@@ -94,28 +101,66 @@ async def describe_api(request: web.Request) -> web.Response:
 
 async def predictions(request: web.Request) -> web.StreamResponse:
     """Run one request through its model's batcher and answer with the handler's output."""
-    return await _infer(request, explain=False)
+    info = request.match_info
+    return await _infer(request, info["model"], info.get("version"), explain=False)
 
 
 async def explanations(request: web.Request) -> web.StreamResponse:
     """As predictions, with the `explain` header set for the handler."""
-    return await _infer(request, explain=True)
-
-
-async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
     info = request.match_info
-    url_version = info.get("version") or None
+    return await _infer(request, info["model"], info.get("version"), explain=True)
+
+
+async def invocations(request: web.Request) -> web.StreamResponse:
+    """SageMaker's `/invocations?model_name=M` and `/models/{model}/invoke`: the default version.
+
+    Without a model name, the one model loaded at startup (if there is exactly one). As in
+    TorchServe, query parameters reach the handler as inputs, ahead of the body's.
+    """
+    name = request.match_info.get("model") or request.query.get("model_name")
+    if not name:
+        models = request.app[REGISTRY].models
+        startup = [
+            name
+            for name, model in models.items()
+            if any(v.loaded_at_startup for v in model.versions.values())
+        ]
+        if len(startup) != 1:
+            raise BadRequest("Parameter model_name is required.")
+        name = startup[0]
+    return await _infer(request, name, None, explain=False, query_inputs=True)
+
+
+async def legacy_predict(request: web.Request) -> web.StreamResponse:
+    """TorchServe's legacy `/{model}[/{version}]/predict`: query parameters are inputs too."""
+    info = request.match_info
+    return await _infer(
+        request, info["model"], info.get("version"), explain=False, query_inputs=True
+    )
+
+
+async def _infer(
+    request: web.Request,
+    model: str,
+    url_version: str | None,
+    *,
+    explain: bool,
+    query_inputs: bool = False,
+) -> web.StreamResponse:
+    url_version = url_version or None
+    version = request.app[REGISTRY].get(model, url_version)
     if request.method == "OPTIONS":
-        request.app[REGISTRY].get(info["model"], url_version)
         return json_response(api_description())
-    version = request.app[REGISTRY].get(info["model"], url_version)
     started = time.monotonic()
     params = await read_params(request, request.app[CONFIG].max_request_size)
+    if query_inputs and request.query:
+        query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
+        params = (*query, *params)
     request_id = _request_id(request)
     headers = (
         *request.headers.items(),
         ("explain", "True" if explain else "False"),
-        ("url_path", info.get("path", "")),
+        ("url_path", request.match_info.get("path", "")),
     )
     job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
     output = await predict(version, job, url_version, started)

@@ -79,6 +79,14 @@ def _predict(summary: str, with_version: bool) -> dict[str, Any]:
     }
 
 
+def _invocations() -> dict[str, Any]:
+    """SageMaker's path: the model from `model_name`, else the one loaded at startup."""
+    path = _predict("Invoke a model", False)
+    name = _param("model_name", "query", {"type": "string"}, "Model (default: the startup one)")
+    path["post"]["parameters"] = [name]
+    return path
+
+
 @cache
 def api_description() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
@@ -165,6 +173,12 @@ def api_description() -> dict[str, Any]:
             "/predictions/{model_name}/{model_version}": _predict("Predict with a version", True),
             "/explanations/{model_name}": _predict("Explain with the default version", False),
             "/explanations/{model_name}/{model_version}": _predict("Explain with a version", True),
+            "/invocations": _invocations(),
+            "/models/{model_name}/invoke": _predict("Invoke the default version", False),
+            "/{model_name}/predict": _predict("Legacy predict with the default version", False),
+            "/{model_name}/{model_version}/predict": _predict(
+                "Legacy predict with a version", True
+            ),
             "/models": {
                 "get": {
                     "summary": "List models (management port)",
