@@ -116,6 +116,7 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
                 higher=True,
             )
         )
+    verdicts += gil_figures(results)
     verdicts.append(
         _ratio_verdict(
             "tiny c=1 batch 8 / 5 ms: p50 ≤ 1/3 of TorchServe's (best worker count)",
@@ -198,6 +199,41 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
     return verdicts
 
 
+def gil_figures(results: dict[str, Any]) -> list[Verdict]:
+    """Ours at c=32 as a fraction of the HTTP floor and of the GIL limit (figures, no bar).
+
+    The GIL limit is one core's worth of the floor's CPU per request (HTTP parsing and
+    answering) plus the handler's own work per request (benchmarks.handler_loop).
+    """
+    figures = []
+    for loop in results.get("handler_loops", []):
+        same = [
+            p
+            for p in results["points"]
+            if p.get("payload") == loop["payload"] and p["concurrency"] == 32
+        ]
+        floor = [p for p in same if p["server"] == "floor"]
+        ours = [p for p in same if p["server"] == "ours" and p["batch_size"] == loop["batch"]]
+        if not floor or not ours:
+            continue
+        floor_rps = max(spread(p, "rps").median for p in floor)
+        floor_ms = min(spread(p, "server_cpu_ms_per_request").median for p in floor)
+        handler_ms = Spread.of(r["ms_per_request"] for r in loop["repeats"]).median
+        limit = 1000 / (floor_ms + handler_ms)
+        rps = max(spread(p, "rps").median for p in ours)
+        figures.append(
+            Verdict(
+                f"{loop['model']} c=32 batch {loop['batch']}: share of the HTTP floor and of "
+                "the GIL limit, 1000 / (floor CPU ms/req + handler ms/req) req/s (a figure)",
+                f"ours {rps:.4g} req/s: {rps / floor_rps:.2f} of the floor ({floor_rps:.4g} "
+                f"req/s), {rps / limit:.2f} of the GIL limit ({limit:.4g} req/s = 1000 / "
+                f"({floor_ms:.3f} + {handler_ms:.3f} ms))",
+                None,
+            )
+        )
+    return figures
+
+
 # --- Markdown ---------------------------------------------------------------------------------
 
 
@@ -217,11 +253,12 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     lines += _load_table(results)
     lines += _forward_table(results)
+    lines += _handler_table(results)
     lines += _cold_table(results)
     lines += _memory_table(results)
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for verdict in targets(results):
-        met = {True: "**yes**", False: "**no**", None: "n/a"}[verdict.met]
+        met = {True: "**yes**", False: "**no**", None: "—"}[verdict.met]
         lines.append(f"| {verdict.target} | {verdict.measured} | {met} |")
     bad = [c for c in results.get("checks", []) if not c["ok"]]
     lines += [
@@ -293,6 +330,21 @@ def _forward_table(results: dict[str, Any]) -> list[str]:
             f"| {loop['model']} | {'x'.join(map(str, loop['shape']))} | {loop['batch']} "
             f"| {samples.show()} | {ms.show(2)} | {loop['repeats'][0]['threads']} |"
         )
+    return [*lines, ""]
+
+
+def _handler_table(results: dict[str, Any]) -> list[str]:
+    if not results.get("handler_loops"):
+        return []
+    lines = [
+        "## Handler work per request (our Service and the handler, one thread, no server)",
+        "",
+        "| model | payload | batch | ms/request |",
+        "|---|---|---|---|",
+    ]
+    for loop in results["handler_loops"]:
+        ms = Spread.of(r["ms_per_request"] for r in loop["repeats"])
+        lines.append(f"| {loop['model']} | {loop['payload']} | {loop['batch']} | {ms.show(4)} |")
     return [*lines, ""]
 
 

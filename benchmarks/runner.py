@@ -90,12 +90,14 @@ def run(options: Options) -> dict[str, Any]:
         "points": [],
         "checks": [],
         "forward": [],
+        "handler_loops": [],
         "cold_start": [],
         "memory": {},
         "skipped": [],
     }
     if "forward" not in options.skip:
         results["forward"] = _forward_loops(options, models_dir)
+        results["handler_loops"] = _handler_loops(options, store, payloads)
     servers = [name for name in options.servers if name in SERVERS]
     if "torchserve" in servers and not TorchServe.available():
         logger.warning("TorchServe is not installed (make bench-setup); skipping it")
@@ -191,6 +193,36 @@ def _forward_loops(options: Options, models_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _handler_loops(
+    options: Options, store: Path, payloads: dict[str, Payload]
+) -> list[dict[str, Any]]:
+    """The handler's own ms per request, for the scenarios that report their GIL limit."""
+    out = []
+    wanted = {(s.model, s.payload, s.batch_size) for s in _scenarios(options) if s.gil_limit}
+    for model, payload_name, batch in sorted(wanted):
+        payload = payloads[payload_name]
+        command = [
+            sys.executable, "-m", "benchmarks.handler_loop",
+            "--archive", str(store / f"{model}.mar"), "--payload", str(payload.path),
+            "--content-type", payload.content_type, "--batch", str(batch),
+            "--seconds", str(options.duration), "--warmup", str(min(options.warmup, 2.0)),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": pythonpath()}
+        repeats = []
+        for _ in range(options.repeats):
+            _PROBE.wait_full_speed(options.quiet_wait)
+            repeats.append(parse_result(run_child(command, env)[0], command))
+        logger.info(
+            "handler %s %s batch %d: %s ms/request",
+            model,
+            payload_name,
+            batch,
+            ", ".join(f"{r['ms_per_request']:.4f}" for r in repeats),
+        )
+        out.append({"model": model, "payload": payload_name, "batch": batch, "repeats": repeats})
+    return out
+
+
 # --- one server through its scenarios ---------------------------------------------------------
 
 
@@ -275,6 +307,7 @@ def _run_scenario(
                 "server": server.name,
                 "label": label,
                 "workers": workers,
+                "payload": scenario.payload,
                 "batch_size": scenario.batch_size,
                 "max_batch_delay": scenario.max_batch_delay,
                 "concurrency": concurrency if rate is None else None,

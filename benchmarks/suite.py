@@ -26,6 +26,8 @@ class Scenario:
     torchserve_workers: tuple[int, ...] = (1,)
     # the raw forward loop to compare with: (input shape, batch size)
     forward: tuple[tuple[int, ...], int] | None = None
+    # report throughput as a fraction of the HTTP floor and of the GIL limit (tiny model)
+    gil_limit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ TINY_B1 = Scenario(
     concurrencies=(1, 8, 32),
     servers=("floor", "ours", "torchserve"),
     torchserve_workers=(1, 2),
+    gil_limit=True,
 )
 TINY_B8 = Scenario(
     key="tiny-b8",
@@ -60,6 +63,7 @@ TINY_B8 = Scenario(
     concurrencies=(1, 8, 32),
     rates=(500.0,),
     torchserve_workers=(1, 2),
+    gil_limit=True,
 )
 R64 = Scenario(
     key="r18-64-raw-b8",
@@ -115,6 +119,7 @@ SUITES = {
                 max_batch_delay=5,
                 concurrencies=(1, 32),
                 servers=("floor", "ours", "torchserve"),
+                gil_limit=True,
             ),
             Scenario(
                 key="r18-64-raw-b8",
