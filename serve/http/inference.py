@@ -121,8 +121,8 @@ async def invocations(request: web.Request) -> web.StreamResponse:
     if not name:
         models = request.app[REGISTRY].models
         startup = [
-            name
-            for name, model in models.items()
+            model_name
+            for model_name, model in models.items()
             if any(v.loaded_at_startup for v in model.versions.values())
         ]
         if len(startup) != 1:
