@@ -245,3 +245,41 @@ def test_a_customized_describe_never_shares_a_batch(server: Server) -> None:
     # the gated handler answers each request with the size of the batch it was in
     assert answers == [(200, 1), (200, 2), (200, 2)]
     assert described[0]["customizedMetadata"] == 1
+
+
+def test_racing_registers_unregisters_and_scales_leave_a_consistent_model(server: Server) -> None:
+    """A burst of concurrent calls on one model: each gets a JSON answer (200, 404 or 409)
+    and whatever state wins is whole: registered with READY workers that serve, or gone."""
+    model_folder(server.root / "store", "racy", src.ECHO)
+    m = server.management
+    calls = [
+        ("POST", f"{m}/models?url=racy&initial_workers=1&synchronous=true"),
+        ("DELETE", f"{m}/models/racy"),
+        ("PUT", f"{m}/models/racy?min_worker=2&synchronous=true"),
+    ] * 6
+
+    async def main() -> list[tuple[int, Any]]:
+        return await asyncio.gather(
+            *(asyncio.to_thread(call, method, url) for method, url in calls)
+        )
+
+    answers = asyncio.run(main())
+    for status, body in answers:
+        assert status in (200, 202, 404, 409), (status, body)  # never 500, never 206
+        assert set(body) == ({"status"} if status in (200, 202) else {"code", "type", "message"})
+    status, body = call("GET", f"{m}/models/racy")
+    if status == 404:
+        assert body["type"] == "ModelNotFoundException"
+        return
+    assert status == 200
+    [described] = body
+
+    def settled() -> bool:
+        workers = call("GET", f"{m}/models/racy")[1][0]["workers"]
+        return bool(workers) and all(w["status"] == "READY" for w in workers)
+
+    asyncio.run(poll(settled))
+    status, raw = http("POST", f"{server.inference}/predictions/racy", b'"still here"')
+    assert status == 200, raw
+    assert call("DELETE", f"{m}/models/racy")[0] == 200
+    assert described["modelName"] == "racy"

@@ -18,7 +18,7 @@ import orjson
 from handlers.messages import Param
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.config import Config
-from serve.errors import BadRequest, MethodNotAllowed, ServiceUnavailable
+from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
@@ -160,6 +160,11 @@ async def scale(
     )
     if not synchronous:
         return Reply("Processing worker updates...", 202)
+    if not registry.holds(found):
+        raise Conflict(
+            f"Model {name} version {found.version} was unregistered by another request "
+            "while it was scaling"
+        )
     if not reached:
         return Reply("Workers scaling in progress...", 206)
     which = f"model: {name}" + (f", version: {version_name}" if version_name else "")

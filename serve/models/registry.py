@@ -88,6 +88,11 @@ class Registry:
 
     # --- lookups ---------------------------------------------------------------------------
 
+    def holds(self, version: ModelVersion) -> bool:
+        """Whether this very version is still registered (a racing unregister removes it)."""
+        model = self.models.get(version.name)
+        return model is not None and model.versions.get(version.version) is version
+
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """A version of a model (the default one when version is None or empty)."""
         return self._find(name, version)[2]
@@ -143,6 +148,11 @@ class Registry:
             return Registered(version, workers, all_ready=False)
         ready = await version.scale(workers, version.max_workers, wait=params.startup_timeout)
         if not ready:
+            if not self.holds(version):
+                raise Conflict(
+                    f"Model {version.name} version {version.version} was unregistered by "
+                    "another request while its workers were starting"
+                )
             reason = version.pool.last_error or "the workers did not load in time"
             await self.unregister(version.name, version.version, force=True)
             raise InternalError(

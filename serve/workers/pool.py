@@ -131,14 +131,15 @@ class Pool:
             executor.state = "UNLOADING" if executor.retiring else "READY"
             self._failures = 0
             logger.info(
-                "%s: executor %s ready on %s (load %.2fs, %d intra-op threads)",
+                "%s: executor %s %s on %s (load %.2fs, %d intra-op threads)",
                 self._label,
                 executor.id,
+                "loaded after it was retired, stopping" if executor.retiring else "ready",
                 _device_name(executor.device),
                 executor.load_seconds or 0.0,
                 self._budget.per_executor,
             )
-            self._batcher.add(executor)
+            self._batcher.add(executor)  # a retired one is stopped here
         self._changed.set()
 
     def _complete(self, executor: Executor, batch: Batch, result: Result) -> None:
