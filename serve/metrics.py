@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -24,7 +24,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from handlers.metrics import MetricTypes
 
@@ -120,6 +125,8 @@ class ModelMetrics:
         self.inferences = 0
         self.batch_sizes = Buckets(_BATCH_BUCKETS)
         self.queue_seconds = Buckets(_LATENCY_BUCKETS)
+        self.batch_seconds = Buckets(_LATENCY_BUCKETS)
+        self.queue_depth: Callable[[], int] = lambda: 0  # the batcher's, once it exists
         self._ts: dict[str, tuple[list[float], ...]] = {}
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
@@ -130,6 +137,10 @@ class ModelMetrics:
         observe = self.queue_seconds.observe
         for request in batch:
             observe(now - request.arrival)
+
+    def completed(self, seconds: float) -> None:
+        """A handler finished a batch after `seconds` of compute (called on the loop)."""
+        self.batch_seconds.observe(seconds)
 
     def answered(self, url_version: str | None, seconds: float, queued: float) -> None:
         """One predict request was answered: TorchServe's three counters."""
@@ -175,13 +186,23 @@ class BatchingCollector:
             "Time a request waited in the batcher's queue before dispatch",
             labels=labels,
         )
+        computed = HistogramMetricFamily(
+            "serve_batch_seconds",
+            "Time a batch spent in its handler (compute), from start to answers",
+            labels=labels,
+        )
+        depth = GaugeMetricFamily(
+            "serve_queue_depth", "Requests waiting in the batcher's queue", labels=labels
+        )
         for m in models:
             key = [m.name, m.version]
             executions.add_metric(key, m.executions)
             inferences.add_metric(key, m.inferences)
             sizes.add_metric(key, m.batch_sizes.cumulative(), m.batch_sizes.total)
             queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
-        yield from (executions, inferences, sizes, queued)
+            computed.add_metric(key, m.batch_seconds.cumulative(), m.batch_seconds.total)
+            depth.add_metric(key, m.queue_depth())
+        yield from (executions, inferences, sizes, queued, computed, depth)
 
 
 class ServerMetrics:

@@ -53,3 +53,20 @@ def test_fixed_batching_waits_the_whole_delay_for_a_lone_request(tmp_path: Path)
         assert change["+Inf"] == 1, change
     finally:
         assert server.stop() == 0
+
+
+def test_compute_time_per_batch_is_its_own_histogram(server: Server) -> None:
+    """serve_batch_seconds: the handler's time per batch, apart from the queue time."""
+    key = (("le", "0.025"), ("model_name", "echo"), ("model_version", "1.0"))
+    count_key = (("model_name", "echo"), ("model_version", "1.0"))
+    before = metric_samples(server, "serve_batch_seconds_bucket")
+    count_before = metric_samples(server, "serve_batch_seconds_count").get(count_key, 0.0)
+    sum_before = metric_samples(server, "serve_batch_seconds_sum").get(count_key, 0.0)
+    body = b'{"sleep": 0.05}'
+    headers = {"Content-Type": "application/json"}
+    status, _ = http("POST", f"{server.inference}/predictions/echo", body, headers=headers)
+    assert status == 200
+    after = metric_samples(server, "serve_batch_seconds_bucket")
+    assert metric_samples(server, "serve_batch_seconds_count")[count_key] == count_before + 1
+    assert metric_samples(server, "serve_batch_seconds_sum")[count_key] - sum_before >= 0.05
+    assert after[key] == before.get(key, 0.0), "a 50 ms batch is not under 25 ms"

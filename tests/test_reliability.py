@@ -56,6 +56,7 @@ def test_a_full_queue_is_refused_at_the_door_with_retry_after(server: Server) ->
             # batch_size 1: the next request waits in the busy executor's inbox, two queue
             queued = [asyncio.ensure_future(post()) for _ in range(3)]
             await poll(lambda: pending(server, "gated") == 2)
+            assert metric_samples(server, "serve_queue_depth")[key] == 2
             status, headers, body = await post()
             assert status == 503
             assert headers["Retry-After"] == "1"
@@ -63,6 +64,7 @@ def test_a_full_queue_is_refused_at_the_door_with_retry_after(server: Server) ->
             gate_file.touch()
             results = await asyncio.gather(first, *queued)
             assert [r[0] for r in results] == [200, 200, 200, 200]
+            assert metric_samples(server, "serve_queue_depth")[key] == 0
 
     run(main())
 

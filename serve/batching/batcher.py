@@ -67,6 +67,7 @@ class Batcher:
         response_timeout: float,
         on_stuck: Callable[[Runner], None],
         on_batch: Callable[[Batch, float], None] | None = None,
+        on_done: Callable[[float], None] | None = None,
         adaptive: bool = True,
     ) -> None:
         self.model = model
@@ -79,6 +80,7 @@ class Batcher:
         self.capacity = 0  # executors loading or ready; set by the pool
         self._on_stuck = on_stuck
         self._on_batch = on_batch
+        self._on_done = on_done
         self._pending: deque[InferenceRequest] = deque()
         self._idle: deque[Runner] = deque()
         self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
@@ -133,7 +135,9 @@ class Batcher:
             # the batch timed out and was already answered; the executor was replaced
             runner.stop()
             return
-        flights.popleft()
+        flight = flights.popleft()
+        if self._on_done is not None and flight.started is not None:
+            self._on_done(time.monotonic() - flight.started)
         self._in_flight -= len(batch)
         if isinstance(result, BatchFailure):
             error = InternalError(result.message, status=result.status)

@@ -65,8 +65,10 @@ class ModelVersion:
             response_timeout=settings.response_timeout,
             on_stuck=self._replace_stuck,
             on_batch=self.metrics.dispatched,
+            on_done=self.metrics.completed,
             adaptive=settings.adaptive_batching,
         )
+        self.metrics.queue_depth = lambda: self.batcher.pending
         self._metric_sink = metrics.handler_metrics
         self.pool = Pool(
             spec_for=self._spec_for,
