@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,6 +96,7 @@ class Service:
         if metrics is not None:
             metrics.request_ids = ids
         context.intermediate_sender = on_intermediate
+        started = time.time()
         try:
             result = self._entry(data, context)
         except MemoryError:
@@ -113,6 +115,8 @@ class Service:
             return BatchFailure(503, "Prediction failed", detail=f"{type(exc).__name__}: {exc}")
         finally:
             context.intermediate_sender = None
+        if metrics is not None:  # TorchServe's backend records this for every handled batch
+            metrics.add_time("PredictionTime", round((time.time() - started) * 1000, 2))
         if not isinstance(result, list):
             logger.warning(
                 "Model %s: the handler returned %s, not a list",

@@ -83,8 +83,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     startup = startup_models(config)
     preload()  # before any listener is bound: nothing is being served yet
-    metrics = ServerMetrics()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
+    metrics = ServerMetrics(gpu_count)
     registry = Registry(
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )

@@ -1,5 +1,8 @@
 """Prometheus metrics: TorchServe's names, our batching figures, handler metrics, loop lag.
 
+TorchServe's frontend and host metrics (Requests2XX, QueueTime, CPUUtilization, ...) are in
+serve.frontend_metrics.
+
 TorchServe's three `ts_*` counters keep their names and labels (`model_version` is "default"
 when the request named no version, as in TorchServe). Handler metrics from `context.metrics`
 appear under their own names with their dimensions as labels, plus `Hostname`.
@@ -32,6 +35,8 @@ from prometheus_client.core import (
 )
 
 from handlers.metrics import MetricTypes
+from serve.frontend_metrics import HostFigures, HostReader, StatusCounts
+from serve.frontend_metrics import render as render_frontend
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +142,7 @@ class ModelMetrics:
         observe = self.queue_seconds.observe
         for request in batch:
             observe(now - request.arrival)
+        self._metrics.queue_time_ms = (now - batch[-1].arrival) * 1000
 
     def completed(self, seconds: float) -> None:
         """A handler finished a batch after `seconds` of compute (called on the loop)."""
@@ -208,8 +214,11 @@ class BatchingCollector:
 class ServerMetrics:
     """Every metric the server exposes on /metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu_count: int = 0) -> None:
         self.ts = TsCounters()
+        self.statuses = StatusCounts()  # TorchServe's Requests2XX/4XX/5XX
+        self.queue_time_ms: float | None = None  # TorchServe's QueueTime: the last request's
+        self.host = HostReader(gpu_count)
         self.registry = CollectorRegistry(auto_describe=True)
         self.batching = BatchingCollector()
         self.registry.register(self.batching)
@@ -231,10 +240,20 @@ class ServerMetrics:
         self.batching.models[(name, version)] = model
         return model
 
-    def render(self, names: Sequence[str] = ()) -> bytes:
-        """The Prometheus text exposition (only the metrics in `names` when given)."""
+    def render(
+        self,
+        names: Sequence[str] = (),
+        *,
+        host: HostFigures | None = None,
+        worker_loads: Sequence[tuple[str, float]] = (),
+    ) -> bytes:
+        """The Prometheus text exposition (only the metrics in `names` when given).
+
+        `host` and `worker_loads` (executor name, load ms) are read by the caller at scrape time.
+        """
         registry = self.registry.restricted_registry(names) if names else self.registry
-        return self.ts.render(names) + generate_latest(registry)
+        frontend = render_frontend(self.statuses, self.queue_time_ms, worker_loads, host, names)
+        return self.ts.render(names) + frontend + generate_latest(registry)
 
 
 class HandlerMetrics:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 from typing import Any
 
 import aiohttp
@@ -267,3 +269,43 @@ def test_handler_metrics_reach_prometheus(server: Server) -> None:
     latency = families["ts_inference_latency_microseconds"]
     assert {s.labels["model_name"] for s in latency.samples} >= {"kinds"}
     assert all(s.labels["hostname"] for s in latency.samples)
+
+
+def _families(server: Server, query: str = "") -> dict[str, Any]:
+    text = http("GET", server.metrics + "/metrics" + query)[1].decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_torchserve_frontend_and_host_metrics_keep_their_names(server: Server) -> None:
+    before = _families(server)
+    assert http("POST", server.inference + "/predictions/echo", b"1")[0] == 200
+    assert http("POST", server.inference + "/predictions/no-such-model", b"1")[0] == 404
+    after = _families(server)
+
+    def count(families: dict[str, Any], name: str) -> float:
+        [sample] = families[name].samples
+        assert sample.labels == {"Level": "Host", "Hostname": socket.gethostname()}
+        assert families[name].type == "counter"
+        return float(sample.value)
+
+    assert count(after, "Requests2XX") >= count(before, "Requests2XX") + 1
+    assert count(after, "Requests4XX") >= count(before, "Requests4XX") + 1
+    assert count(after, "Requests5XX") >= count(before, "Requests5XX")
+    [queue_time] = after["QueueTime"].samples
+    assert queue_time.value >= 0
+    loads = {s.labels["WorkerName"]: s.value for s in after["WorkerLoadTime"].samples}
+    assert any(re.fullmatch(r"W-\d+-echo_1\.0", name) for name in loads), loads
+    assert all(value >= 0 for value in loads.values())
+    predicted = [s for s in after["PredictionTime"].samples if s.labels["ModelName"] == "echo"]
+    assert predicted
+    assert predicted[0].labels["Level"] == "Model"
+    for name in ("CPUUtilization", "MemoryUtilization", "DiskUtilization"):
+        [sample] = after[name].samples
+        assert 0 <= sample.value <= 100, (name, sample.value)
+    for name in ("MemoryUsed", "MemoryAvailable", "DiskUsage", "DiskAvailable"):
+        [sample] = after[name].samples
+        assert sample.value > 0, name
+    assert not [name for name in after if name.startswith("GPU")], "no GPU on this machine"
+
+    only = _families(server, "?name[]=QueueTime&name[]=Requests2XX")
+    assert set(only) == {"QueueTime", "Requests2XX"}

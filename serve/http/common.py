@@ -18,6 +18,7 @@ from serve.errors import (
     PayloadTooLarge,
     ServeError,
 )
+from serve.frontend_metrics import StatusCounts
 from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
 
@@ -52,24 +53,27 @@ def error_response(error: ServeError) -> web.Response:
     return json_response(error.body(), error.status, error.headers)
 
 
-def json_errors(handler: Handler) -> Handler:
+def json_errors(handler: Handler, statuses: StatusCounts | None = None) -> Handler:
     """Map every failure of `handler` to a JSON error body; unknown ones become a logged 500.
 
     A decorator on each route rather than an aiohttp middleware: a middleware costs every
-    request two extra calls on the hot path.
+    request two extra calls on the hot path. `statuses` counts the responses by class.
     """
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except ServeError as error:
-            return error_response(error)
+            response = error_response(error)
         except web.HTTPException as exc:
-            return error_response(_from_http(exc))
+            response = error_response(_from_http(exc))
         except Exception:
             logger.exception("Unhandled error on %s %s", request.method, request.path)
-            return error_response(InternalError("Internal server error; see the server log"))
+            response = error_response(InternalError("Internal server error; see the server log"))
+        if statuses is not None:
+            statuses.add(response.status)
+        return response
 
     return guarded
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from serve.http.common import METRICS
+from serve.http.common import METRICS, REGISTRY
 
 
 def routes() -> list[web.RouteDef]:
@@ -16,5 +18,14 @@ def routes() -> list[web.RouteDef]:
 async def metrics(request: web.Request) -> web.Response:
     """All metrics, or only those named by `name[]` query parameters."""
     names = request.query.getall("name[]", [])
-    body = request.app[METRICS].render(names)
+    metrics = request.app[METRICS]
+    host = await asyncio.to_thread(metrics.host.read)  # /proc and NVML: off the loop
+    loads = [
+        (f"W-{executor.id}-{version.name}_{version.version}", executor.load_seconds * 1000)
+        for model in request.app[REGISTRY].models.values()
+        for version in model.versions.values()
+        for executor in version.pool.executors
+        if executor.load_seconds is not None
+    ]
+    body = metrics.render(names, host=host, worker_loads=loads)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,226 @@
+"""TorchServe's frontend and host metrics under their own names, for dashboards built on them.
+
+- `Requests2XX`, `Requests4XX`, `Requests5XX`: responses of the inference and management APIs
+  by status class (counters).
+- `QueueTime` (the last request's queue time) and `WorkerLoadTime` (per executor, start to
+  loaded), in milliseconds.
+- The host: `CPUUtilization`, `MemoryUtilization`, `MemoryUsed`, `MemoryAvailable`,
+  `DiskUsage`, `DiskAvailable`, `DiskUtilization` (read from /proc and the root filesystem at
+  scrape time; absent where /proc is not there), and per GPU `GPUMemoryUtilization`,
+  `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
+
+Labels and HELP texts are TorchServe's (`Level="Host"`, `Hostname`, `WorkerName`, `DeviceId`).
+Rendered by hand, like the `ts_*` counters, so the names carry no suffix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+HOSTNAME = socket.gethostname()
+MB = 1024 * 1024
+GB = 1024 * MB
+
+
+class StatusCounts:
+    """Responses by status class; `add` is on the request path, so it is one increment."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]  # 2XX, 4XX, 5XX
+
+    def add(self, status: int) -> None:
+        """Count one response (1XX and 3XX are not counted, as in TorchServe)."""
+        if 200 <= status < 300:
+            self.counts[0] += 1
+        elif 400 <= status < 500:
+            self.counts[1] += 1
+        elif status >= 500:
+            self.counts[2] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class GpuFigures:
+    """One GPU's memory and utilization."""
+
+    device_id: int
+    memory_percent: float
+    memory_used_mb: float
+    utilization_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostFigures:
+    """The host's CPU, memory, disk and GPUs at one scrape (None: not readable here)."""
+
+    cpu_percent: float | None = None
+    memory: tuple[float, float, float] | None = None  # used MB, available MB, percent
+    disk: tuple[float, float, float] | None = None  # used GB, available GB, percent
+    gpus: tuple[GpuFigures, ...] = field(default=())
+
+
+class HostReader:
+    """Reads the host figures; CPU utilization is measured since the previous read."""
+
+    def __init__(self, gpu_count: int) -> None:
+        self._gpu_count = gpu_count
+        self._lock = threading.Lock()
+        self._last_cpu: tuple[int, int] | None = None
+
+    def read(self) -> HostFigures:
+        """The figures now (blocking file reads and NVML calls: call it off the event loop)."""
+        return HostFigures(self._cpu(), _memory(), _disk(), _gpus(self._gpu_count))
+
+    def _cpu(self) -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle, total = fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)
+        with self._lock:
+            last, self._last_cpu = self._last_cpu, (idle, total)
+        if last is not None:
+            idle, total = idle - last[0], total - last[1]
+        return round(100.0 * (1 - idle / total), 1) if total > 0 else 0.0
+
+
+def _memory() -> tuple[float, float, float] | None:
+    """psutil's figures: used = total - free - buffers - cached; percent of total unavailable."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
+        total, available = info["MemTotal"], info["MemAvailable"]
+        used = total - info["MemFree"] - info["Buffers"] - info["Cached"]
+        used -= info.get("SReclaimable", 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return used / MB, available / MB, round(100.0 * (total - available) / total, 1)
+
+
+def _disk() -> tuple[float, float, float] | None:
+    try:
+        usage = shutil.disk_usage("/")
+    except OSError:
+        return None
+    percent = 100.0 * usage.used / (usage.used + usage.free) if usage.used + usage.free else 0.0
+    return usage.used / GB, usage.free / GB, round(percent, 1)
+
+
+def _gpus(count: int) -> tuple[GpuFigures, ...]:
+    """Each visible GPU (CUDA ordinal as DeviceId); nothing when NVML cannot tell."""
+    if count <= 0:
+        return ()
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no driver or library: no GPU figures
+        return ()
+    try:
+        figures = []
+        for ordinal, index in enumerate(_physical_indices(count)):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            figures.append(
+                GpuFigures(
+                    device_id=ordinal,
+                    memory_percent=round(100.0 * memory.used / memory.total, 1),
+                    memory_used_mb=memory.used / MB,
+                    utilization_percent=float(rates.gpu),
+                )
+            )
+        return tuple(figures)
+    except Exception:
+        return ()
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def _physical_indices(count: int) -> list[int]:
+    """NVML indices of the CUDA ordinals 0..count-1 (CUDA_VISIBLE_DEVICES as numbers)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if entries and all(e.isdigit() for e in entries):
+        return [int(e) for e in entries[:count]]
+    return list(range(count))
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def render(
+    statuses: StatusCounts,
+    queue_time_ms: float | None,
+    worker_loads: Sequence[tuple[str, float]],
+    host: HostFigures | None,
+    names: Sequence[str] = (),
+) -> bytes:
+    """The text exposition of these metrics (only `names` when given)."""
+    host_label = f'Level="Host",Hostname="{_escape(HOSTNAME)}"'
+    out: list[str] = []
+
+    def family(name: str, kind: str, unit: str, samples: list[tuple[str, float]]) -> None:
+        if (names and name not in names) or not samples:
+            return
+        out.append(f"# HELP {name} Torchserve prometheus {kind} metric with unit: {unit}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(f"{name}{{{labels}}} {float(value)!r}" for labels, value in samples)
+
+    classes = ("Requests2XX", "Requests4XX", "Requests5XX")
+    for name, count in zip(classes, statuses.counts, strict=True):
+        family(name, "counter", "Count", [(host_label, count)])
+    if queue_time_ms is not None:
+        family("QueueTime", "gauge", "Milliseconds", [(host_label, queue_time_ms)])
+    family(
+        "WorkerLoadTime",
+        "gauge",
+        "Milliseconds",
+        [(f'WorkerName="{_escape(w)}",{host_label}', ms) for w, ms in worker_loads],
+    )
+    if host is not None:
+        if host.cpu_percent is not None:
+            family("CPUUtilization", "gauge", "Percent", [(host_label, host.cpu_percent)])
+        if host.memory is not None:
+            used, available, percent = host.memory
+            family("MemoryUsed", "gauge", "Megabytes", [(host_label, used)])
+            family("MemoryAvailable", "gauge", "Megabytes", [(host_label, available)])
+            family("MemoryUtilization", "gauge", "Percent", [(host_label, percent)])
+        if host.disk is not None:
+            used, available, percent = host.disk
+            family("DiskUsage", "gauge", "Gigabytes", [(host_label, used)])
+            family("DiskAvailable", "gauge", "Gigabytes", [(host_label, available)])
+            family("DiskUtilization", "gauge", "Percent", [(host_label, percent)])
+        gpu_labels = [
+            (f'Level="Host",DeviceId="{g.device_id}",Hostname="{_escape(HOSTNAME)}"', g)
+            for g in host.gpus
+        ]
+        family(
+            "GPUMemoryUtilization",
+            "gauge",
+            "Percent",
+            [(lb, g.memory_percent) for lb, g in gpu_labels],
+        )
+        family(
+            "GPUMemoryUsed", "gauge", "Megabytes", [(lb, g.memory_used_mb) for lb, g in gpu_labels]
+        )
+        family(
+            "GPUUtilization",
+            "gauge",
+            "Percent",
+            [(lb, g.utilization_percent) for lb, g in gpu_labels],
+        )
+    return ("\n".join(out) + "\n").encode() if out else b""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
