@@ -62,6 +62,7 @@ class NullSink:
 
 
 _TIME_UNITS = {"ms": "Milliseconds", "s": "Seconds"}
+_DEFAULT_DIMS = ("ModelName", "Level")
 _SIZE_UNITS = {"MB": "Megabytes", "kB": "Kilobytes", "GB": "Gigabytes", "B": "Bytes"}
 
 
@@ -113,6 +114,8 @@ class MetricsCache:
         self._sink = sink
         self._model_name = model_name
         self._metrics: dict[tuple[str, MetricTypes], CachingMetric] = {}
+        self._plain: dict[tuple[str, str, MetricTypes], CachingMetric] = {}
+        self._default_values = (model_name, "Model")
         self.request_ids: dict[int, str] | None = None
 
     def add_metric_to_cache(
@@ -151,6 +154,14 @@ class MetricsCache:
         metric_type: MetricTypes = MetricTypes.COUNTER,
     ) -> None:
         """Record a value; the default dimensions ModelName and Level=Model are added last."""
+        if not dimensions:  # the common case (HandlerTime, PredictionTime): no lists to build
+            key = (name, unit, metric_type)
+            metric = self._plain.get(key)
+            if metric is None:
+                metric = self.add_metric_to_cache(name, unit, _DEFAULT_DIMS, metric_type)
+                self._plain[key] = metric
+            metric.add_or_update(value, self._default_values)
+            return
         dims = [
             *(dimensions or []),
             Dimension("ModelName", self._model_name),
