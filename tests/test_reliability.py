@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -93,6 +95,25 @@ def test_oversized_bodies_get_413_and_the_server_keeps_serving(tmp_path: Path) -
         assert "max_request_size" in json.loads(body)["message"]
         status, body = http("POST", server.inference + "/predictions/echo", b"x" * 10)
         assert status == 200
+
+        async def chunked(parts: list[bytes]) -> tuple[int, Any]:
+            async def body() -> AsyncIterator[bytes]:
+                for part in parts:
+                    yield part
+                    await asyncio.sleep(0)  # separate writes, so the server reads them apart
+
+            async with aiohttp.ClientSession() as s:
+                url = server.inference + "/predictions/echo"
+                async with s.post(url, data=body(), headers={"Content-Type": "text/plain"}) as r:
+                    return r.status, await r.json()
+
+        # no Content-Length: the limit is enforced while the chunks arrive
+        status, error = run(chunked([b"y" * 400] * 5))
+        assert status == 413
+        assert "max_request_size" in error["message"]
+        status, answer = run(chunked([b"ab" * 100, b"cd" * 100, b"ef" * 50]))
+        assert status == 200
+        assert answer["input"] == "ab" * 100 + "cd" * 100 + "ef" * 50
     finally:
         assert server.stop() == 0
 
