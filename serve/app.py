@@ -19,13 +19,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from serve.config import Address, Config, ConfigError
+from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
-from serve.http.apps import inference_app, management_app, metrics_app
+from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.registry import RegisterParams, Registry
+from serve.snapshots import Snapshots, snapshot_folder
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
@@ -39,7 +40,7 @@ _ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     """The models to load at start, each with the config key that named it."""
     entries: list[tuple[str, RegisterParams]] = []
-    if not config.load_models:
+    if not config.load_models or config.model_snapshot:  # a snapshot replaces load_models
         return entries
     store = config.model_store
     if store is None:
@@ -60,6 +61,48 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
             raise ConfigError(key, f"{url} is not in the model store {store}")
         entries.append((key, _startup(url, name or None)))
     return entries
+
+
+def snapshot_models(config: Config) -> list[tuple[str, RegisterParams]]:
+    """The versions `model_snapshot` restores, with their settings, default one first."""
+    entries = []
+    for name, versions in config.model_snapshot.items():
+        for version, entry in versions.items():
+            s = entry.settings
+            params = RegisterParams(
+                url=entry.mar_name,
+                model_name=name,
+                batch_size=s.batch_size,
+                max_batch_delay=s.max_batch_delay,
+                initial_workers=s.min_workers,
+                max_workers=s.max_workers,
+                response_timeout=s.response_timeout,
+                synchronous=False,
+                loaded_at_startup=True,
+                make_default=bool(s.default_version),
+            )
+            entries.append((f"{name}/{version}", params))
+    return entries
+
+
+async def _restore(registry: Registry, config: Config) -> int:
+    """Register the snapshot's versions; one that fails is logged and the others still load."""
+    restored = 0
+    for label, params in snapshot_models(config):
+        try:
+            result = await registry.register(params)
+        except ServeError as exc:
+            logger.error("Cannot restore model %s from %s: %s", label, params.url, exc.message)
+            continue
+        restored += 1
+        if result.version.version != label.rpartition("/")[2]:
+            logger.warning(
+                "Restored model %s from %s as version %s (the archive changed)",
+                label,
+                params.url,
+                result.version.version,
+            )
+    return restored
 
 
 def _startup(url: str, name: str | None = None) -> RegisterParams:
@@ -91,16 +134,20 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(registry.close)
+        snapshots = _snapshots(stack, config, registry)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
+        restored = await _restore(registry, config)
         listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
             ("Inference API", config.inference_address, inference_app),
             ("Management API", config.management_address, management_app),
             ("Metrics API", config.metrics_address, metrics_app),
         ]
+        if shares_api_port(config):
+            listeners[:2] = [("Inference and Management API", config.inference_address, api_app)]
         refuse: list[Callable[[], None]] = []
         for label, address, build in listeners:
             bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
@@ -115,10 +162,23 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)
-        logger.info("Server started; %d model version(s) registered", len(startup))
+        if snapshots is not None:
+            await snapshots.startup()
+        logger.info("Server started; %d model version(s) registered", len(startup) + restored)
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
+
+
+def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Snapshots | None:
+    """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
+    if config.no_config_snapshots:
+        return None
+    snapshots = Snapshots(config, registry, snapshot_folder(config))
+    # runs after the APIs have drained and before the models close
+    stack.push_async_callback(snapshots.shutdown)
+    registry.listeners.append(snapshots.changed)
+    return snapshots
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
