@@ -278,7 +278,8 @@ def test_ts_config_file_env_and_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "config.properties"
     body = f"model_store={store}\nload_models=echo\nsome_plugin_setting=1\ncors_allowed_origin=*\n"
     path.write_text(properties(ports, body))
-    server = Server(tmp_path, ports, yaml_config=False, env={"TS_CONFIG_FILE": str(path)})
+    env = {"TS_CONFIG_FILE": str(path), "LOG_LOCATION": str(tmp_path / "ts-logs")}
+    server = Server(tmp_path, ports, yaml_config=False, env=env)
     server.start("--foreground", "--start")
     try:
         server.wait_ready()
@@ -290,8 +291,8 @@ def test_ts_config_file_env_and_unknown_keys(tmp_path: Path) -> None:
     assert next(line for line in log.splitlines() if IGNORED_LINE in line).endswith(
         "cors_allowed_origin"
     )
-    # TS_CONFIG_FILE is a config: no snapshot is restored, but snapshots are written
-    assert list((tmp_path / "logs" / "config").glob("*-startup.cfg"))
+    # TS_CONFIG_FILE is a config: no snapshot is restored, but they are written ($LOG_LOCATION)
+    assert list((tmp_path / "ts-logs" / "config").glob("*-startup.cfg"))
 
 
 def test_yaml_and_properties_together_are_refused(tmp_path: Path) -> None:
