@@ -26,6 +26,7 @@ from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.registry import RegisterParams, Registry
+from serve.restore import restore
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
@@ -63,48 +64,6 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     return entries
 
 
-def snapshot_models(config: Config) -> list[tuple[str, RegisterParams]]:
-    """The versions `model_snapshot` restores, with their settings, default one first."""
-    entries = []
-    for name, versions in config.model_snapshot.items():
-        for version, entry in versions.items():
-            s = entry.settings
-            params = RegisterParams(
-                url=entry.mar_name,
-                model_name=name,
-                batch_size=s.batch_size,
-                max_batch_delay=s.max_batch_delay,
-                initial_workers=s.min_workers,
-                max_workers=s.max_workers,
-                response_timeout=s.response_timeout,
-                synchronous=False,
-                loaded_at_startup=True,
-                make_default=bool(s.default_version),
-            )
-            entries.append((f"{name}/{version}", params))
-    return entries
-
-
-async def _restore(registry: Registry, config: Config) -> int:
-    """Register the snapshot's versions; one that fails is logged and the others still load."""
-    restored = 0
-    for label, params in snapshot_models(config):
-        try:
-            result = await registry.register(params)
-        except ServeError as exc:
-            logger.error("Cannot restore model %s from %s: %s", label, params.url, exc.message)
-            continue
-        restored += 1
-        if result.version.version != label.rpartition("/")[2]:
-            logger.warning(
-                "Restored model %s from %s as version %s (the archive changed)",
-                label,
-                params.url,
-                result.version.version,
-            )
-    return restored
-
-
 def _startup(url: str, name: str | None = None) -> RegisterParams:
     # executors load in the background while the listeners come up
     return RegisterParams(url=url, model_name=name, synchronous=False, loaded_at_startup=True)
@@ -140,7 +99,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
-        restored = await _restore(registry, config)
+        restored = await restore(registry, config)
         listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
             ("Inference API", config.inference_address, inference_app),
             ("Management API", config.management_address, management_app),

@@ -280,3 +280,6 @@ def _prune(folder: Path, keep: int) -> None:
     names = sorted(p.name for p in folder.iterdir() if NAME.match(p.name))
     for old in names[: max(0, len(names) - keep)]:
         (folder / old).unlink(missing_ok=True)
+    # writes are one at a time, so any other temp file was left by a crash mid-write
+    for stale in folder.glob(".*.cfg.tmp"):
+        stale.unlink(missing_ok=True)
