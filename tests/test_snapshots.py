@@ -171,6 +171,18 @@ def test_a_corrupt_snapshot_and_a_missing_archive_are_skipped(tmp_path: Path) ->
     assert f"from config snapshot {good}" in log
     assert "Cannot restore model m/1.0 from m-v1" in log
 
+    # a snapshot is a config.properties: served as --ts-config it gives the same models
+    (tmp_path / "third").mkdir()
+    third = Server(tmp_path / "third", config, yaml_config=False)
+    third.start("--ts-config", str(good))
+    try:
+        third.wait_ready()
+        assert list(state(third)) == ["echo"]
+    finally:
+        assert third.stop() == 0, third.log()
+    assert "ignored" not in third.log()  # every key it wrote is one it reads
+    assert "Cannot restore model m/1.0 from m-v1" in third.log()
+
 
 def test_grpc_changes_are_saved_and_a_failing_write_fails_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store"
