@@ -136,11 +136,16 @@ class Snapshots:
         while self._wanted is not None:
             kind, self._wanted = self._wanted, None
             name = f"{self._stamp()}-{kind}.cfg"
-            text = render(self._config, self._registry, name, self._extra_fields)
             try:
+                text = render(self._config, self._registry, name, self._extra_fields)
                 await asyncio.to_thread(write, self._folder, name, text, self._keep)
             except Exception as exc:  # a snapshot must never fail a change or a shutdown
-                logger.error("Cannot write config snapshot %s: %s", self._folder / name, exc)
+                logger.error(
+                    "Cannot write config snapshot %s: %s",
+                    self._folder / name,
+                    exc,
+                    exc_info=not isinstance(exc, OSError),  # a bug, not the disk: say where
+                )
             else:
                 logger.debug("Config snapshot written: %s", self._folder / name)
 
