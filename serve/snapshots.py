@@ -168,7 +168,7 @@ def render(
         }
     snapshot = {
         "name": name,
-        "modelCount": len(models),
+        "modelCount": sum(len(versions) for versions in models.values()),  # as TorchServe
         "created": int(time.time() * 1000),
         "models": models,
     }

@@ -126,11 +126,12 @@ def _model_snapshot(key: str, text: str) -> dict[str, dict[str, Any]]:
     value = _json(key, text)
     if not isinstance(value, dict) or not isinstance(value.get("models"), dict):
         raise ConfigError(key, 'expected a JSON object with a "models" object')
-    models = value["models"]
-    count = value.get("modelCount")
-    if count is not None and count != len(models):
-        raise ConfigError(key, f"modelCount is {count} but {len(models)} model(s) are listed")
-    return _versions(key, models, snapshot=True)
+    models = _versions(key, value["models"], snapshot=True)
+    # TorchServe counts versions; a count that disagrees means a damaged file
+    count, listed = value.get("modelCount"), sum(len(versions) for versions in models.values())
+    if count is not None and count != listed:
+        raise ConfigError(key, f"modelCount is {count} but {listed} model version(s) are listed")
+    return models
 
 
 KEYS: dict[str, Row] = {
@@ -220,6 +221,8 @@ IGNORED = frozenset(
         "grpc_management_max_connection_age_grace_ms",
         "plugins_path",
         "model_server_home",
+        "tsConfigFile",  # written into TorchServe's own snapshots
+        "version",
     }
 )
 

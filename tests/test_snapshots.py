@@ -224,3 +224,71 @@ def test_grpc_changes_are_saved_and_a_failing_write_fails_nothing(tmp_path: Path
         assert server.stop() == 0, server.log()
     assert "Cannot write config snapshot" in server.log()
     assert str(blocked / "config") in server.log()
+
+
+def _torchserve_version(default: bool, mar: str, workers: int) -> dict[str, Any]:
+    return {
+        "defaultVersion": default,
+        "marName": mar,
+        "minWorkers": workers,
+        "maxWorkers": workers,
+        "batchSize": 1,
+        "maxBatchDelay": 100,
+        "responseTimeout": 120,
+        "startupTimeout": 120,
+        "runtimeType": "python",
+    }
+
+
+_TORCHSERVE_MODELS = {
+    "name": "20240101000000000-shutdown.cfg",
+    "modelCount": 2,
+    "created": 1796041402818,
+    "models": {
+        "m": {
+            "1.0": _torchserve_version(False, "m-v1", 2),
+            "2.0": _torchserve_version(True, "m-v2", 1),
+        }
+    },
+}
+# What TorchServe 0.12 writes (copied from one of its snapshots): java.util.Properties.store
+# escapes ':' and writes the pretty-printed JSON's line breaks as \n; keys of its own too.
+TORCHSERVE_SNAPSHOT = "\n".join(
+    [
+        "#Saving snapshot",
+        "#Mon Nov 30 12:23:22 UTC 2026",
+        "default_workers_per_model=0",
+        "grpc_inference_port=7070",
+        "allowed_urls=file\\://.*,http(s)?\\://.*",
+        "number_of_gpu=0",
+        "python=/opt/venv/bin/python3",
+        "model_snapshot="
+        + json.dumps(_TORCHSERVE_MODELS, indent=2).replace(":", "\\:").replace("\n", "\\n"),
+        "tsConfigFile=/etc/torchserve/config.properties",
+        "version=0.12.0",
+        "management_address=http\\://127.0.0.1\\:8081",
+        "model_store=/mnt/models/model-store",
+        "workflow_store=/mnt/models/model-store",
+    ]
+)
+
+
+def test_a_snapshot_written_by_torchserve_is_restored(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store)
+    folder = tmp_path / "logs" / "config"
+    folder.mkdir(parents=True)
+    (folder / "20240101000000000-shutdown.cfg").write_text(TORCHSERVE_SNAPSHOT)
+    server = Server(tmp_path, server_config(store))  # serve.yaml gives the server settings
+    server.start()
+    try:
+        server.wait_ready()
+        assert state(server) == {
+            "m": {
+                "default": "2.0",
+                "2.0": ("m-v2", 1, 1, 1, 100, 120),
+                "1.0": ("m-v1", 2, 2, 1, 100, 120),
+            }
+        }
+    finally:
+        assert server.stop() == 0, server.log()

@@ -105,7 +105,7 @@ SNAPSHOT_BODY = """\
     metrics_mode=prometheus
     model_snapshot={\\
       "name": "startup.cfg",\\
-      "modelCount": 2,\\
+      "modelCount": 3,\\
       "models": {\\
         "m": {\\
           "1.0": {"defaultVersion": false, "marName": "m-v1", "minWorkers": 1,\\
