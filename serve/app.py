@@ -96,6 +96,11 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
+        for name, split in config.traffic.items():
+            try:
+                registry.set_traffic(name, split)
+            except ServeError as exc:
+                raise ConfigError(f"models.{name}.traffic", exc.message) from exc
         listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
             ("Inference API", config.inference_address, inference_app),
             ("Management API", config.management_address, management_app),
