@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,10 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     startup = startup_models(config)
     preload()  # before any listener is bound: nothing is being served yet
+    # torch's ~200k long-lived objects made every full collection stall the loop ~0.1-0.3 s;
+    # frozen, they are never scanned again
+    gc.collect()
+    gc.freeze()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
     metrics = ServerMetrics(gpu_count)
     registry = Registry(

@@ -114,10 +114,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(autouse=True)
 def loop_guard(server: Server) -> Iterator[None]:
-    """Fail a test if the server's event loop was blocked while it ran."""
+    """Fail a test if the server's event loop was blocked while it ran (the metric is the
+    worst lag since start: a new worst during this test above the bound is this test's)."""
+    before = max(_metric(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
     yield
     worst = max(_metric(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
-    assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
+    if worst > before:
+        assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -463,10 +466,15 @@ def test_grpc_predictions_without_a_version_follow_the_split(
     request = pb["inference_pb2"].PredictionsRequest
     with grpc.insecure_channel(server.grpc_inference) as channel:
         stub = pb["inference_pb2_grpc"].InferenceAPIsServiceStub(channel)
-        futures = [
-            stub.Predictions.future(request(model_name="ab", input={"data": b"g"}))
-            for _ in range(400)
-        ]
+        futures = []
+        for _ in range(8):  # in waves of 50, as a pool of clients would send them
+            wave = [
+                stub.Predictions.future(request(model_name="ab", input={"data": b"g"}))
+                for _ in range(50)
+            ]
+            futures += wave
+            for future in wave:
+                future.result()
         counts: Counter[str] = Counter()
         for future in futures:
             body = json.loads(future.result().prediction)

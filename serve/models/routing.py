@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Copies waiting or running per shadow version: the shadow's own bounded queue, so a slow or
 # stuck shadow costs at most this many queue slots of its batcher and never a primary request.
-SHADOW_IN_FLIGHT = 32
+SHADOW_IN_FLIGHT = 64
 # Answers larger than this are compared byte for byte: parsing them on the loop would block it.
 _MAX_JSON_COMPARE = 1 << 20
 SHADOW_HEADER = ("x-shadow", "true")
