@@ -78,6 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ("sticky", "2.0", "tagged"),
         ("mirror", "1.0", "plain"),
         ("mirror", "2.0", "plain"),
+        ("mirror", "3.0", "plain"),
         ("blocked", "1.0", "plain"),
         ("blocked", "2.0", "gated"),
     ]:
@@ -369,6 +370,39 @@ def test_a_blocked_shadow_neither_slows_nor_fails_the_primary(server: Server) ->
     # the primary keeps answering after the split is gone, while 2.0 is still stuck
     [answer] = predict_all(f"{server.inference}/predictions/blocked", [b"x"])
     assert (answer.status, answer.version) == (200, "1.0")
+
+
+def test_unregistering_a_shadow_version_mid_traffic_never_fails_the_primary(
+    server: Server,
+) -> None:
+    m = server.management
+    assert call("POST", f"{m}/models?url=mirror-3.0&initial_workers=1")[0] == 200
+    assert call("PUT", f"{m}/models/mirror/traffic", {"1.0": 100, "shadow": {"3.0": 100}})[0] == 200
+    url = f"{server.inference}/predictions/mirror"
+
+    async def run() -> tuple[list[int], int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> int:
+                async with session.post(url, data=str(i).encode()) as response:
+                    await response.read()
+                    assert response.headers["X-Model-Version"] == "1.0"
+                    return response.status
+
+            first = [asyncio.create_task(one(i)) for i in range(150)]
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+            async with session.delete(f"{m}/models/mirror/3.0") as removed:
+                gone = removed.status
+            rest = [asyncio.create_task(one(i)) for i in range(150)]
+            return list(await asyncio.gather(*first, *rest)), gone
+
+    statuses, gone = asyncio.run(run())
+    assert gone == 200
+    assert statuses == [200] * 300
+    assert call("GET", f"{m}/models/mirror/traffic") == (200, {"1.0": 100})
+    assert call("DELETE", f"{m}/models/mirror/traffic")[0] == 200
+    assert "exception was never retrieved" not in server.log()
+    assert "Traceback" not in server.log()
 
 
 # --- management: errors, set-default, unregister ------------------------------------------

@@ -27,8 +27,9 @@ async def predict(
 def submit(version: ModelVersion, job: InferenceRequest, url_version: str | None) -> None:
     """Queue `job` (or refuse it), then copy an unversioned one to its model's shadows."""
     version.batcher.submit(job)
-    if url_version is None and version.routing is not None:
-        version.routing.shadow(job, version)
+    routing = version.routing
+    if url_version is None and routing is not None and routing.split is not None:
+        routing.shadow(job, version)
 
 
 async def first_output(

@@ -118,7 +118,8 @@ class Registry:
         if model is None:
             raise ModelNotFound(f"Model not found: {name}")
         if not version:
-            version = (routed and model.routing.choose(key)) or model.default
+            split = model.routing.split
+            version = model.default if split is None or not routed else split.choose(key)
         found = model.versions.get(version)
         if found is None:
             raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from handlers.messages import Output
+from handlers.messages import Output, Param
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import ServeError
 from serve.models.traffic import Split
@@ -43,15 +43,10 @@ class Routing:
         self._versions = versions
         self._in_flight: dict[ModelVersion, int] = {}
 
-    def choose(self, key: str | None) -> str | None:
-        """The version for an unversioned request; None when no split is set."""
-        split = self.split
-        return None if split is None else split.choose(key)
-
     def shadow(self, job: InferenceRequest, primary: ModelVersion) -> None:
         """Copy a queued unversioned request to the shadow versions the split draws for it."""
         split = self.split
-        if split is None or not split.shadow:
+        if split is None:
             return
         for name in split.shadows_for(primary.version):
             target = self._versions.get(name)
@@ -64,9 +59,15 @@ class Routing:
         if in_flight >= SHADOW_IN_FLIGHT:
             figures.shadow_dropped += 1
             return
-        copy = InferenceRequest(
-            new_request_id(), job.params, (*job.headers, SHADOW_HEADER), job.future.get_loop()
+        # a handler may change a bytearray input in place: the copy gets its own
+        params = tuple(
+            Param(p.name, p.content_type, bytearray(p.value))
+            if isinstance(p.value, bytearray)
+            else p
+            for p in job.params
         )
+        loop = job.future.get_loop()
+        copy = InferenceRequest(new_request_id(), params, (*job.headers, SHADOW_HEADER), loop)
         try:
             target.batcher.submit(copy)
         except ServeError:  # full queue, no worker, being unregistered: the copy is dropped
