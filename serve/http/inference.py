@@ -25,7 +25,6 @@ from serve.http.inputs import read_params
 from serve.http.openapi import api_description
 from serve.models.operations import healthy
 from serve.models.predict import chunks, predict
-from serve.models.version import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -155,36 +154,26 @@ async def _infer(
     version = request.app[REGISTRY].get(model, url_version, key)
     if request.method == "OPTIONS":
         return json_response(api_description())
+    started = time.monotonic()
     try:
-        return await _run(request, version, url_version, explain, query_inputs)
-    except ServeError as error:
+        params = await read_params(request, config.max_request_size)
+        if query_inputs and request.query:
+            query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
+            params = (*query, *params)
+        request_id = _request_id(request)
+        headers = (
+            *request.headers.items(),
+            ("explain", "True" if explain else "False"),
+            ("url_path", request.match_info.get("path", "")),
+        )
+        job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
+        output = await predict(version, job, url_version, started)
+        if output.final:
+            return _response(output, request_id, version.version)
+        return await _stream(request, job, output, request_id, version.version)
+    except ServeError as error:  # the answer names the version even when it is an error
         error.headers = {**error.headers, MODEL_VERSION: version.version}
         raise
-
-
-async def _run(
-    request: web.Request,
-    version: ModelVersion,
-    url_version: str | None,
-    explain: bool,
-    query_inputs: bool,
-) -> web.StreamResponse:
-    started = time.monotonic()
-    params = await read_params(request, request.app[CONFIG].max_request_size)
-    if query_inputs and request.query:
-        query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
-        params = (*query, *params)
-    request_id = _request_id(request)
-    headers = (
-        *request.headers.items(),
-        ("explain", "True" if explain else "False"),
-        ("url_path", request.match_info.get("path", "")),
-    )
-    job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
-    output = await predict(version, job, url_version, started)
-    if output.final:
-        return _response(output, request_id, version.version)
-    return await _stream(request, job, output, request_id, version.version)
 
 
 def _request_id(request: web.Request) -> str:
