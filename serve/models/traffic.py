@@ -41,7 +41,8 @@ class Split:
     weights: tuple[tuple[str, int], ...]
     shadow: tuple[tuple[str, float], ...] = ()
     _cumulative: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    _live: tuple[tuple[str, int], ...] = field(init=False, repr=False, compare=False)
+    # versions with weight > 0, each with a hasher already fed its name (copied per key)
+    _live: tuple[tuple[str, int, Any], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         total = 0
@@ -52,7 +53,8 @@ class Split:
         if total <= 0:
             raise InvalidSplit("", "the weights must add up to more than 0")
         object.__setattr__(self, "_cumulative", tuple(cumulative))
-        object.__setattr__(self, "_live", tuple((v, w) for v, w in self.weights if w > 0))
+        live = tuple((v, w, _seeded(v)) for v, w in self.weights if w > 0)
+        object.__setattr__(self, "_live", live)
 
     @classmethod
     def parse(cls, raw: Any) -> Split:
@@ -115,8 +117,11 @@ class Split:
             return live[0][0]
         best, best_score = live[0][0], -1.0
         encoded = key.encode("utf-8", "surrogatepass")
-        for version, weight in live:
-            score = weight / -math.log(_unit(encoded, version))
+        for version, weight, seeded in live:
+            hasher = seeded.copy()
+            hasher.update(encoded)
+            unit = (int.from_bytes(hasher.digest(), "big") + 0.5) / _SCALE  # in (0, 1)
+            score = weight / -math.log(unit)
             if score > best_score:
                 best, best_score = version, score
         return best
@@ -144,10 +149,9 @@ def _parse_shadow(value: Any) -> list[tuple[str, float]]:
     return shadow
 
 
-def _unit(key: bytes, version: str) -> float:
-    """A uniform number in (0, 1) from (key, version); stable across processes."""
-    digest = hashlib.blake2b(version.encode() + b"\0" + key, digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 0.5) / _SCALE
+def _seeded(version: str) -> Any:
+    """A hasher of (version, key) pairs, fed the version: stable across processes."""
+    return hashlib.blake2b(version.encode() + b"\0", digest_size=8)
 
 
 def _number(value: float) -> int | float:
