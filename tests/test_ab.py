@@ -532,3 +532,18 @@ def test_grpc_predictions_without_a_version_follow_the_split(
             )
             assert json.loads(reply.prediction)["version"] == answer.version
             assert dict(call_.trailing_metadata())["x-model-version"] == answer.version
+
+        # the streaming calls route the same way
+        placed = dict(zip(KEYS[:50], (a.version for a in rest), strict=True))
+        one_each = [next(k for k, v in placed.items() if v == want) for want in ("1.0", "2.0")]
+        for key in one_each:
+            metadata = (("x-routing-key", key),)
+            streamed = stub.StreamPredictions(
+                request(model_name="ab", input={"data": b"k"}), metadata=metadata
+            )
+            assert [json.loads(r.prediction)["version"] for r in streamed] == [placed[key]]
+            assert dict(streamed.trailing_metadata())["x-model-version"] == placed[key]
+            both = stub.StreamPredictions2(
+                iter([request(model_name="ab", input={"data": b"k"})] * 3), metadata=metadata
+            )
+            assert [json.loads(r.prediction)["version"] for r in both] == [placed[key]] * 3
