@@ -15,7 +15,10 @@ from typing import Any
 
 import yaml
 
+from serve.models.traffic import InvalidSplit, Split
+
 DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
+TRAFFIC_KEY = "traffic"  # reserved beside the versions of a `models:` entry
 
 
 class ConfigError(Exception):
@@ -87,9 +90,12 @@ class Config:
     torch_num_threads: int = 0
     adaptive_batching: bool = True
     log_level: str = "INFO"
+    routing_header: str = "X-Routing-Key"
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
     model_snapshot: Mapping[str, Mapping[str, SnapshotVersion]] = field(default_factory=dict)
     snapshot_dir: Path | None = None
+    # from `models: {name: {traffic: {...}}}`, applied once the startup models are registered
+    traffic: Mapping[str, Split] = field(default_factory=dict)
 
     def model_settings(self, name: str, version: str) -> ModelSettings:
         """The operator's settings for a model version (`*` matches any version)."""
@@ -226,6 +232,7 @@ def _models(key: str, value: Any) -> dict[str, dict[str, ModelSettings]]:
         models[str(name)] = {
             str(version): _model_settings(f"{key}.{name}.{version}", settings)
             for version, settings in versions.items()
+            if str(version) != TRAFFIC_KEY
         }
     return models
 
@@ -253,6 +260,20 @@ def _model_snapshot(key: str, value: Any) -> dict[str, dict[str, SnapshotVersion
     return restored
 
 
+def _traffic(key: str, value: Any) -> dict[str, Split]:
+    """The `traffic` entries of the (already checked) `models:` section, validated."""
+    splits: dict[str, Split] = {}
+    for name, versions in value.items():
+        if TRAFFIC_KEY not in versions:
+            continue
+        where = f"{key}.{name}.{TRAFFIC_KEY}"
+        try:
+            splits[str(name)] = Split.parse(versions[TRAFFIC_KEY])
+        except InvalidSplit as exc:
+            raise ConfigError(f"{where}.{exc.key}" if exc.key else where, exc.message) from None
+    return splits
+
+
 _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "inference_address": parse_address,
     "management_address": parse_address,
@@ -274,11 +295,12 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "torch_num_threads": _int(0),
     "adaptive_batching": _bool,
     "log_level": _log_level,
+    "routing_header": _str,
     "models": _models,
     "model_snapshot": _model_snapshot,
     "snapshot_dir": _path,
 }
-assert set(_KEYS) == {f.name for f in fields(Config)}
+assert set(_KEYS) == {f.name for f in fields(Config)} - {"traffic"}
 
 
 def _unknown(name: str, known: Mapping[str, object]) -> str:
@@ -295,6 +317,8 @@ def build_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         if check is None:
             raise ConfigError(str(key), _unknown(str(key), _KEYS))
         values[str(key)] = check(str(key), value)
+    if "models" in values:
+        values["traffic"] = _traffic("models", raw["models"])
     for path_key in ("model_store", "snapshot_dir"):
         path = values.get(path_key)
         if path is not None and base_dir is not None and not path.is_absolute():

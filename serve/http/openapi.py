@@ -17,6 +17,17 @@ _ERROR = {
     },
 }
 _STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+_SPLIT = {
+    "type": "object",
+    "description": 'Integer weights by version, optionally "shadow": percentages by version',
+    "properties": {
+        "shadow": {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100},
+        }
+    },
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -231,6 +242,27 @@ def api_description() -> dict[str, Any]:
                     "summary": "Unregister a version (needs enable_model_api)",
                     "parameters": [_MODEL, _VERSION],
                     "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                },
+            },
+            "/models/{model_name}/traffic": {
+                "get": {
+                    "summary": "The traffic split of unversioned requests",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_SPLIT, "Weights by version"), **_errors(404)},
+                },
+                "put": {
+                    "summary": "Split unversioned requests between versions (and shadow them)",
+                    "parameters": [_MODEL],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _SPLIT}},
+                    },
+                    "responses": {"200": _json(_STATUS, "Split set"), **_errors(400, 404)},
+                },
+                "delete": {
+                    "summary": "Remove the split: the default version takes all",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_STATUS, "Split removed"), **_errors(404)},
                 },
             },
             "/models/{model_name}/{model_version}/set-default": {

@@ -21,6 +21,7 @@ from serve.config import Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
+from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 
 MAX_PAGE = 100
@@ -111,10 +112,16 @@ async def describe(
 ) -> list[dict[str, Any]]:
     """Describe the default version, one version, or `all` versions."""
     customized = bool_param(params, "customized", False)
-    versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
+    if version == "all":
+        versions = registry.versions(name)
+    else:
+        versions = [registry.get(name, version, routed=False)]
+    split = registry.traffic(name)
     bodies = []
     for v in versions:
         body = v.describe()
+        if split is not None:
+            body["trafficSplit"] = split.to_dict()
         if customized and version != "all":
             body["customizedMetadata"] = await _customized(v)
         bodies.append(body)
@@ -148,7 +155,7 @@ async def scale(
 ) -> Reply:
     """Set a version's worker count (min_worker, max_worker); synchronous waits for it."""
     version_name = version or str_param(params, "model_version")
-    found = registry.get(name, version_name)
+    found = registry.get(name, version_name, routed=False)
     min_workers = int_param(params, "min_worker", minimum=0)
     min_workers = 1 if min_workers is None else min_workers
     max_workers = int_param(params, "max_worker", minimum=0)
@@ -185,3 +192,29 @@ async def unregister(registry: Registry, name: str, version: str | None) -> Repl
     await registry.unregister(name, version)
     registry.changed()
     return Reply(f'Model "{name}" unregistered')
+
+
+def get_traffic(registry: Registry, name: str) -> dict[str, Any]:
+    """The model's split as set; without one, its default version at weight 100."""
+    split = registry.traffic(name)
+    if split is None:
+        return {registry.get(name, routed=False).version: 100}
+    return split.to_dict()
+
+
+def set_traffic(registry: Registry, name: str, raw: Any) -> Reply:
+    """Split the model's unversioned traffic by the weights in `raw` (the JSON body)."""
+    try:
+        split = Split.parse(raw)
+    except InvalidSplit as exc:
+        where = f"Traffic split entry {exc.key!r}: " if exc.key else "Traffic split: "
+        raise BadRequest(where + exc.message) from None
+    registry.set_traffic(name, split)
+    return Reply(f'Traffic split updated for model "{name}"')
+
+
+def clear_traffic(registry: Registry, name: str) -> Reply:
+    """Send unversioned traffic to the default version alone."""
+    registry.clear_traffic(name)
+    default = registry.get(name, routed=False).version
+    return Reply(f'Traffic split removed for model "{name}": version {default} takes all')

@@ -20,6 +20,7 @@ from typing import Any
 from handlers.loader import remove_from_path
 from serve.config import Config
 from serve.errors import (
+    BadRequest,
     Conflict,
     InternalError,
     InvalidModel,
@@ -30,6 +31,8 @@ from serve.errors import (
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
 from serve.models.requirements import install_requirements
+from serve.models.routing import Routing
+from serve.models.traffic import Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
 from serve.workers.threads import ThreadBudget
 
@@ -56,10 +59,14 @@ class RegisterParams:
 
 @dataclass(slots=True)
 class Model:
-    """All versions of one model name and which one is the default."""
+    """All versions of one model name, which one is the default, and its traffic split."""
 
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     default: str = ""
+    routing: Routing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.routing = Routing(self.versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +110,30 @@ class Registry:
         model = self.models.get(version.name)
         return model is not None and model.versions.get(version.version) is version
 
-    def get(self, name: str, version: str | None = None) -> ModelVersion:
-        """A version of a model (the default one when version is None or empty)."""
-        return self._find(name, version)[2]
+    def get(
+        self,
+        name: str,
+        version: str | None = None,
+        key: str | None = None,
+        *,
+        routed: bool = True,
+    ) -> ModelVersion:
+        """A version of a model; without one, the version its traffic split picks (sticky by
+        the routing `key` when given), else its default. `routed=False` always gives the
+        default (management calls describe and scale the default, not a drawn version).
+
+        A version named in the call is never redirected.
+        """
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        if not version:
+            split = model.routing.split
+            version = model.default if split is None or not routed else split.choose(key)
+        found = model.versions.get(version)
+        if found is None:
+            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
+        return found
 
     def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
         model = self.models.get(name)
@@ -198,6 +226,7 @@ class Registry:
         model.versions[archive.version] = version
         if params.make_default or self.config.model_settings(name, archive.version).default_version:
             model.default = archive.version
+        version.routing = model.routing
         return version
 
     def _settings(
@@ -267,9 +296,48 @@ class Registry:
     # --- changes ---------------------------------------------------------------------------
 
     def set_default(self, name: str, version: str) -> None:
-        """Make `version` the one `/predictions/{name}` serves."""
+        """Make `version` the one `/predictions/{name}` serves; this ends a traffic split."""
         model, key, _ = self._find(name, version)
         model.default = key
+        if model.routing.split is not None:
+            logger.info("Model %s: set-default to %s cleared its traffic split", name, key)
+            model.routing.split = None
+
+    # --- traffic split -------------------------------------------------------------------
+
+    def traffic(self, name: str) -> Split | None:
+        """A model's traffic split (None: its default version takes all unversioned traffic)."""
+        return self._model(name).routing.split
+
+    def set_traffic(self, name: str, split: Split) -> None:
+        """Route the model's unversioned traffic by `split` (every version must be registered)."""
+        model = self._model(name)
+        unknown = sorted(split.versions - model.versions.keys())
+        if unknown:
+            raise BadRequest(
+                f"Model {name} has no version {', '.join(unknown)}; registered versions: "
+                f"{', '.join(sorted(model.versions))}"
+            )
+        model.routing.split = split
+        logger.info("Model %s: traffic split set to %s", name, split.to_dict())
+
+    def clear_traffic(self, name: str) -> None:
+        """Send the model's unversioned traffic to its default version alone again."""
+        self._model(name).routing.split = None
+
+    def traffic_state(self) -> dict[str, dict[str, Any]]:
+        """Every split by model name, in the shape `Split.from_dict` reads (for snapshots)."""
+        return {
+            name: model.routing.split.to_dict()
+            for name, model in sorted(self.models.items())
+            if model.routing.split is not None
+        }
+
+    def _model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        return model
 
     async def unregister(
         self, name: str, version: str | None = None, *, force: bool = False
@@ -278,6 +346,15 @@ class Registry:
         model, key, found = self._find(name, version)
         if key == model.default and len(model.versions) > 1 and not force:
             raise InvalidModelVersion(f"Cannot remove default version for model {name}")
+        split = model.routing.split
+        if split is not None and key in split.versions:
+            remaining = split.without(key)
+            if remaining is None and not force and len(model.versions) > 1:
+                raise InvalidModelVersion(
+                    f"Cannot remove version {key} of model {name}: it is the last version "
+                    "with a weight in the traffic split; change the split or DELETE it first"
+                )
+            model.routing.split = remaining
         del model.versions[key]
         if not model.versions:
             del self.models[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.loader import ServiceSpec
 from serve.batching.batcher import Batcher, Runner
@@ -12,6 +12,9 @@ from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
 from serve.workers.pool import Pool
 from serve.workers.threads import ThreadBudget
+
+if TYPE_CHECKING:
+    from serve.models.routing import Routing
 
 STARTUP_TIMEOUT = 120.0
 MAX_RETRY_TIMEOUT = 300
@@ -79,6 +82,7 @@ class ModelVersion:
         )
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
+        self.routing: Routing | None = None  # its model's split, set by the registry
 
     def _spec_for(self, device: int | None) -> ServiceSpec:
         return ServiceSpec(
