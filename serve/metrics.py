@@ -132,6 +132,7 @@ class ModelMetrics:
         self.queue_seconds = Buckets(_LATENCY_BUCKETS)
         self.batch_seconds = Buckets(_LATENCY_BUCKETS)
         self.queue_depth: Callable[[], int] = lambda: 0  # the batcher's, once it exists
+        self.deadlines_passed = {"queued": 0, "running": 0}
         self._ts: dict[str, tuple[list[float], ...]] = {}
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
@@ -147,6 +148,10 @@ class ModelMetrics:
     def completed(self, seconds: float) -> None:
         """A handler finished a batch after `seconds` of compute (called on the loop)."""
         self.batch_seconds.observe(seconds)
+
+    def deadline_passed(self, stage: str) -> None:
+        """A request was answered 504 when its deadline passed while `queued` or `running`."""
+        self.deadlines_passed[stage] += 1
 
     def answered(self, url_version: str | None, seconds: float, queued: float) -> None:
         """One predict request was answered: TorchServe's three counters."""
@@ -200,15 +205,22 @@ class BatchingCollector:
         depth = GaugeMetricFamily(
             "serve_queue_depth", "Requests waiting in the batcher's queue", labels=labels
         )
+        deadlines = CounterMetricFamily(
+            "serve_deadline_exceeded",
+            "Requests answered 504 because their deadline passed, by where they were",
+            labels=[*labels, "stage"],
+        )
         for m in models:
             key = [m.name, m.version]
+            for stage, count in m.deadlines_passed.items():
+                deadlines.add_metric([*key, stage], count)
             executions.add_metric(key, m.executions)
             inferences.add_metric(key, m.inferences)
             sizes.add_metric(key, m.batch_sizes.cumulative(), m.batch_sizes.total)
             queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
             computed.add_metric(key, m.batch_seconds.cumulative(), m.batch_seconds.total)
             depth.add_metric(key, m.queue_depth())
-        yield from (executions, inferences, sizes, queued, computed, depth)
+        yield from (executions, inferences, sizes, queued, computed, depth, deadlines)
 
 
 class ServerMetrics:

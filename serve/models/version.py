@@ -66,6 +66,7 @@ class ModelVersion:
             on_stuck=self._replace_stuck,
             on_batch=self.metrics.dispatched,
             on_done=self.metrics.completed,
+            on_deadline=self.metrics.deadline_passed,
             adaptive=settings.adaptive_batching,
         )
         self.metrics.queue_depth = lambda: self.batcher.pending
