@@ -25,6 +25,7 @@ from serve.grpc.server import start_grpc
 from serve.http.apps import inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
+from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
@@ -89,6 +90,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    warn_if_permissive(config)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(registry.close)
         for key, params in startup:
