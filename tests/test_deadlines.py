@@ -43,10 +43,31 @@ COUNTED = """
         return inputs
 """
 
+# one chunk, then the final answer once the gate opens
+STREAMED = """
+    import os
+    import time
+    from ts.handler_utils.utils import send_intermediate_predict_response
+
+    def handle(data, context):
+        if data is None:
+            return None
+        send_intermediate_predict_response(
+            ["part;"] * len(data), context.request_ids, "Intermediate", 200, context
+        )
+        gate = os.path.join(
+            os.path.dirname(context.system_properties["model_dir"]), context.model_name + ".gate"
+        )
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        return ["done"] * len(data)
+"""
+
 # adaptive_batching off: `pair` waits for a full batch of two, so both requests share one batch
 MODELS = {
     "counted": {"1.0": {"batch_size": 1, "max_workers": 1}},
     "pair": {"1.0": {"batch_size": 2, "max_batch_delay": 20000}},
+    "streamed": {"1.0": {"batch_size": 1}},
 }
 
 
@@ -71,7 +92,7 @@ class Gated:
 def _start(root: Path, **config: Any) -> Server:
     store = root / "store"
     for model in MODELS:
-        model_folder(store, model, COUNTED)
+        model_folder(store, model, STREAMED if model == "streamed" else COUNTED)
     server = Server(
         root,
         server_config(
@@ -163,6 +184,24 @@ def test_a_deadline_that_passes_mid_batch_fails_only_that_request(server: Server
 
     run(main())
     assert passed(server, "pair", "running") == before + 1
+
+
+def test_a_deadline_that_passes_mid_stream_ends_the_stream(server: Server) -> None:
+    model = Gated(server, "streamed")
+    before = passed(server, "streamed", "running")
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            headers = {"X-Request-Timeout": "500"}
+            async with session.post(model.url, data=b"x", headers=headers) as response:
+                assert response.status == 200  # the first chunk had gone out
+                body = await response.read()
+            assert body == b"part;", "the stream did not end at the deadline"
+            assert not model.gate.exists()
+
+    run(main())
+    assert passed(server, "streamed", "running") == before + 1
+    model.open()
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "", "10 ms"])

@@ -221,6 +221,20 @@ def test_a_url_outside_allowed_urls_is_refused(server: Server, origin: Origin) -
     assert_store_clean(server, set())
 
 
+def test_dot_segments_cannot_leave_an_allowed_folder(server: Server, origin: Origin) -> None:
+    root = store_of(server).parent
+    (root / "other" / "escape.mar").write_bytes(build_archive("escape"))
+    for url in (
+        f"{origin.base}/models/../forbidden/good.mar",
+        f"{origin.base}/models/%2e%2e/forbidden/good.mar",
+        f"file://{root}/allowed/../other/escape.mar",
+    ):
+        status, body = register(server, url)
+        assert status == 400, (url, body)
+        assert "'..'" in body["message"]
+    assert_store_clean(server, set())
+
+
 def test_a_redirect_to_a_url_outside_allowed_urls_is_refused(
     server: Server, origin: Origin
 ) -> None:

@@ -54,7 +54,15 @@ def url_scheme(url: str) -> str | None:
 
 
 def check_allowed(url: str, allowed: Sequence[str]) -> None:
-    """TorchServe's rule: the whole URL matches one of the regexes, ignoring case."""
+    """TorchServe's rule: the whole URL matches one of the regexes, ignoring case.
+
+    A path with `.` or `..` segments (even percent-encoded) is refused first: clients resolve
+    them, so `https://host/allowed/../other` would match `https://host/allowed/.*` and fetch
+    `https://host/other`.
+    """
+    segments = unquote(urlsplit(url).path).replace("\\", "/").split("/")
+    if "." in segments or ".." in segments:
+        raise BadRequest(f"Refusing url {url}: its path has '.' or '..' segments")
     if not any(re.fullmatch(pattern, url, re.IGNORECASE) for pattern in allowed):
         raise BadRequest(
             f"Given URL {url} does not match any allowed URL(s) in allowed_urls "
