@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import metric_samples, poll, run
 from tests.grpc_server import grpcio_stubs
-from tests.support import Server, model_folder, server_config
+from tests.support import Server, model_folder, run_serve, server_config
 
 COUNTED = """
     import os
@@ -273,3 +273,14 @@ def test_max_request_time_bounds_every_request(tmp_path: Path) -> None:
         assert passed(server, "counted", "queued") == 2
     finally:
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize(("value", "fragment"), [(0, "greater than 0"), ("soon", "seconds")])
+def test_a_bad_max_request_time_names_the_key_and_exits_2(
+    tmp_path: Path, value: object, fragment: str
+) -> None:
+    (tmp_path / "serve.yaml").write_text(json.dumps({"max_request_time": value}))
+    result = run_serve("--config", str(tmp_path / "serve.yaml"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "max_request_time" in result.stderr
+    assert fragment in result.stderr

@@ -26,7 +26,7 @@ from grpclib.exceptions import GRPCError
 
 from serve.grpc.gen.org.pytorch.serve.grpc import management as pbm
 from tests.conftest import MAX_LOOP_LAG, metric_samples, run
-from tests.support import Server, free_port, http, model_folder, server_config
+from tests.support import Server, free_port, http, model_folder, run_serve, server_config
 
 HANDLER = """
 def handle(data, context):
@@ -380,3 +380,22 @@ def test_default_allowed_urls_warn_and_archive_workers_win(tmp_path: Path) -> No
         assert len(described["workers"]) == 2
     finally:
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "fragment"),
+    [
+        ({"allowed_urls": ["https://ok/.*", "("]}, "allowed_urls", "not a valid regular expr"),
+        ({"max_download_size": 0}, "max_download_size", "must be at least 1"),
+        ({"download_timeout": 0}, "download_timeout", "must be greater than 0"),
+        ({"download_timeout": "1m"}, "download_timeout", "expected a number of seconds"),
+    ],
+)
+def test_bad_download_settings_name_their_key_and_exit_2(
+    tmp_path: Path, config: dict[str, object], key: str, fragment: str
+) -> None:
+    (tmp_path / "serve.yaml").write_text(json.dumps(config))
+    result = run_serve("--config", str(tmp_path / "serve.yaml"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr
+    assert fragment in result.stderr
