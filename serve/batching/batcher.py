@@ -188,6 +188,14 @@ class Batcher:
                 f'{stage} for model "{self.model}" version {self.version}'
             )
         )
+        logger.info(
+            "Request %s to model %s version %s: deadline of %s passed while %s; answered 504",
+            request.request_id,
+            self.model,
+            self.version,
+            deadline.describe(),
+            stage,
+        )
         if self._on_deadline is not None:
             self._on_deadline(stage)
 
