@@ -19,14 +19,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from serve.config import Address, Config, ConfigError
+from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
-from serve.http.apps import inference_app, management_app, metrics_app
+from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
+from serve.restore import restore
+from serve.snapshots import Snapshots, snapshot_folder
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
@@ -40,7 +42,7 @@ _ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     """The models to load at start, each with the config key that named it."""
     entries: list[tuple[str, RegisterParams]] = []
-    if not config.load_models:
+    if not config.load_models or config.model_snapshot:  # a snapshot replaces load_models
         return entries
     store = config.model_store
     if store is None:
@@ -93,16 +95,20 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     warn_if_permissive(config)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(registry.close)
+        snapshots = _snapshots(stack, config, registry)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
+        restored = await restore(registry, config)
         listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
             ("Inference API", config.inference_address, inference_app),
             ("Management API", config.management_address, management_app),
             ("Metrics API", config.metrics_address, metrics_app),
         ]
+        if shares_api_port(config):
+            listeners[:2] = [("Inference and Management API", config.inference_address, api_app)]
         refuse: list[Callable[[], None]] = []
         for label, address, build in listeners:
             bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
@@ -117,10 +123,23 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)
-        logger.info("Server started; %d model version(s) registered", len(startup))
+        if snapshots is not None:
+            await snapshots.startup()
+        logger.info("Server started; %d model version(s) registered", len(startup) + restored)
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
+
+
+def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Snapshots | None:
+    """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
+    if config.no_config_snapshots:
+        return None
+    snapshots = Snapshots(config, registry, snapshot_folder(config))
+    # runs after the APIs have drained and before the models close
+    stack.push_async_callback(snapshots.shutdown)
+    registry.listeners.append(snapshots.changed)
+    return snapshots
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:

@@ -67,3 +67,11 @@ def management_app(config: Config, registry: Registry, metrics: ServerMetrics) -
 def metrics_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
     """Port 8082: /metrics."""
     return _app(config, registry, metrics, metrics_api.routes(), None)
+
+
+def api_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
+    """Inference and management on one port (both addresses the same, as KServe configures)."""
+    # the inference routes go first: `/models/{model}/invoke` must not be taken for a version
+    shared = {(r.method, r.path) for r in inference.routes()}
+    routes = [r for r in management.routes() if (r.method, r.path) not in shared]
+    return _app(config, registry, metrics, inference.routes() + routes, metrics.statuses)
