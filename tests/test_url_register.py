@@ -399,3 +399,29 @@ def test_bad_download_settings_name_their_key_and_exit_2(
     assert result.returncode == 2, result.stderr
     assert key in result.stderr
     assert fragment in result.stderr
+
+
+def test_a_downloaded_archive_is_restored_from_the_store_after_a_restart(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """The snapshot names the saved file, so a restart loads it without downloading again."""
+    store = tmp_path / "store"
+    store.mkdir()
+    allowed = [origin.base.replace(".", r"\.") + "/models/.*"]
+    config = server_config(store, enable_model_api=True, allowed_urls=allowed)
+    server = Server(tmp_path, config)
+    server.start()
+    try:
+        assert register(server, f"{origin.base}/models/good.mar")[0] == 200
+    finally:
+        assert server.stop() == 0, server.log()
+    config["allowed_urls"] = ["https://nowhere\\.invalid/.*"]  # no download can happen now
+    restarted = Server(tmp_path, config)
+    restarted.start()
+    try:
+        restarted.wait_ready()
+        status, answer = http("POST", f"{restarted.inference}/predictions/good", b"x")
+        assert (status, answer) == (200, b"hello from good")
+        assert (store / "good.mar").read_bytes() == origin.files["good.mar"]
+    finally:
+        assert restarted.stop() == 0, restarted.log()

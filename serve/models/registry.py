@@ -161,6 +161,7 @@ class Registry:
             raise
         if downloaded is not None:
             self._downloads[version] = downloaded
+            version.store_name = downloaded.name
         workers = version.min_workers
         logger.info(
             "Registered %s from %s (batch_size=%d, max_batch_delay=%dms, workers=%d, devices=%s)",

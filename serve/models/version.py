@@ -52,6 +52,8 @@ class ModelVersion:
         self.version = archive.version
         self.handler = handler
         self.url = url
+        # where the archive is in the model store (the saved file for a URL registration)
+        self.store_name = url
         self.settings = settings
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
