@@ -26,6 +26,7 @@ from serve.grpc.server import start_grpc
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
+from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
 from serve.restore import restore
 from serve.snapshots import Snapshots, snapshot_folder
@@ -96,6 +97,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    warn_if_permissive(config)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(registry.close)
         snapshots = _snapshots(stack, config, registry)

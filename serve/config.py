@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ from serve.models.traffic import InvalidSplit, Split
 
 DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
 TRAFFIC_KEY = "traffic"  # reserved beside the versions of a `models:` entry
+DEFAULT_MAX_DOWNLOAD_SIZE = 10 * 1024**3
 
 
 class ConfigError(Exception):
@@ -85,6 +87,9 @@ class Config:
     disable_token_authorization: bool = False
     no_config_snapshots: bool = False
     allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
+    max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
+    download_timeout: float = 60.0
+    max_request_time: float | None = None
     install_py_dep_per_model: bool = False
     number_of_gpu: int | None = None
     torch_num_threads: int = 0
@@ -132,6 +137,20 @@ def _seconds(key: str, value: Any) -> float:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value}")
     return float(value)
+
+
+def _optional_seconds(key: str, value: Any) -> float | None:
+    return None if value is None else _seconds(key, value)
+
+
+def _regex_list(key: str, value: Any) -> tuple[str, ...]:
+    patterns = _str_list(key, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(key, f"{pattern!r} is not a valid regular expression: {exc}") from exc
+    return patterns
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -289,7 +308,10 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "enable_model_api": _bool,
     "disable_token_authorization": _bool,
     "no_config_snapshots": _bool,
-    "allowed_urls": _str_list,
+    "allowed_urls": _regex_list,
+    "max_download_size": _int(1),
+    "download_timeout": _seconds,
+    "max_request_time": _optional_seconds,
     "install_py_dep_per_model": _bool,
     "number_of_gpu": _optional_int(0),
     "torch_num_threads": _int(0),

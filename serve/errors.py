@@ -41,6 +41,13 @@ class InvalidModel(ServeError):
     type = "InvalidModelException"
 
 
+class DownloadFailed(ServeError):
+    """An archive URL that is not allowed, or whose download failed (TorchServe's type)."""
+
+    status = 400
+    type = "DownloadArchiveException"
+
+
 class NotFound(ServeError):
     """An unknown path."""
 
@@ -102,6 +109,13 @@ class RequestTimeout(ServeError):
 
     status = 504
     type = "RequestTimeoutException"
+
+
+class DeadlineExceeded(ServeError):
+    """A request whose client-given or configured deadline passed before it was answered."""
+
+    status = 504
+    type = "DeadlineExceededException"
 
 
 class InternalError(ServeError):

@@ -133,6 +133,7 @@ class ModelMetrics:
         self.queue_seconds = Buckets(_LATENCY_BUCKETS)
         self.batch_seconds = Buckets(_LATENCY_BUCKETS)
         self.queue_depth: Callable[[], int] = lambda: 0  # the batcher's, once it exists
+        self.deadlines_passed = {"queued": 0, "running": 0}
         self._ts: dict[str, tuple[list[float], ...]] = {}
         # by the version that answered, whatever the URL named: what an A/B split compares
         self.requests_ok = 0
@@ -158,6 +159,10 @@ class ModelMetrics:
     def completed(self, seconds: float) -> None:
         """A handler finished a batch after `seconds` of compute (called on the loop)."""
         self.batch_seconds.observe(seconds)
+
+    def deadline_passed(self, stage: str) -> None:
+        """A request was answered 504 when its deadline passed while `queued` or `running`."""
+        self.deadlines_passed[stage] += 1
 
     def answered(
         self, url_version: str | None, seconds: float, queued: float, ok: bool = True
@@ -222,6 +227,11 @@ class BatchingCollector:
         depth = GaugeMetricFamily(
             "serve_queue_depth", "Requests waiting in the batcher's queue", labels=labels
         )
+        deadlines = CounterMetricFamily(
+            "serve_deadline_exceeded",
+            "Requests answered 504 because their deadline passed, by where they were",
+            labels=[*labels, "stage"],
+        )
         requests = CounterMetricFamily(
             "serve_requests",
             "Prediction requests answered, by the version that served them (routed or named)",
@@ -249,6 +259,8 @@ class BatchingCollector:
         )
         for m in models:
             key = [m.name, m.version]
+            for stage, count in m.deadlines_passed.items():
+                deadlines.add_metric([*key, stage], count)
             requests.add_metric([*key, "ok"], m.requests_ok)
             requests.add_metric([*key, "error"], m.requests_error)
             latency.add_metric(key, m.request_seconds.cumulative(), m.request_seconds.total)
@@ -267,7 +279,7 @@ class BatchingCollector:
             queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
             computed.add_metric(key, m.batch_seconds.cumulative(), m.batch_seconds.total)
             depth.add_metric(key, m.queue_depth())
-        yield from (executions, inferences, sizes, queued, computed, depth)
+        yield from (executions, inferences, sizes, queued, computed, depth, deadlines)
         yield from (requests, latency, shadow, agreement, shadow_latency)
 
 

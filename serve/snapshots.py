@@ -184,7 +184,7 @@ def _version(
     s = version.settings
     fields_: dict[str, Any] = {
         "defaultVersion": default,
-        "marName": version.url,
+        "marName": version.store_name,  # a downloaded archive restores from the store
         "minWorkers": version.min_workers,
         "maxWorkers": version.max_workers,
         "batchSize": s.batch_size,

@@ -157,6 +157,9 @@ KEYS: dict[str, Row] = {
     "torch_num_threads": Row("torch_num_threads", _integer),
     "adaptive_batching": Row("adaptive_batching", _boolean),
     "log_level": Row("log_level", _text),
+    "max_download_size": Row("max_download_size", _integer),
+    "download_timeout": Row("download_timeout", _number),
+    "max_request_time": Row("max_request_time", _number),
 }
 
 # gRPC listeners: TorchServe splits them into a host key and a port key

@@ -139,6 +139,19 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def run_serve(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m serve ARGS` with this checkout's code (not the installed package's)."""
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": python_path},
+    )
+
+
 def server_config(store: Path, **extra: Any) -> dict[str, Any]:
     """A config on free ports serving `store`."""
     config: dict[str, Any] = {

@@ -10,6 +10,10 @@ The executor thread reports back with `complete` (through `call_soon_threadsafe`
 answers every request of the batch and lets the executor take the next one. A watchdog checks
 the running batches: one still running after the response timeout is answered with an error
 (so is a batch queued behind it), and its executor is handed to `on_stuck`, which replaces it.
+
+A request with a deadline gets a timer when it is queued. When the deadline passes the request
+is answered 504 at once: a queued one is taken out of the queue, so no handler sees it; a
+running one's batch goes on for the others and its late result is ignored.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from typing import Protocol
 from handlers.messages import BatchFailure, Output
 from serve.batching.policy import ArrivalRate, ConcurrencyWindow, Take, decide
 from serve.batching.request import InferenceRequest
-from serve.errors import InternalError, RequestTimeout, ServeError, ServiceUnavailable, no_worker
+from serve.errors import (
+    DeadlineExceeded,
+    InternalError,
+    RequestTimeout,
+    ServeError,
+    ServiceUnavailable,
+    no_worker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +79,7 @@ class Batcher:
         on_stuck: Callable[[Runner], None],
         on_batch: Callable[[Batch, float], None] | None = None,
         on_done: Callable[[float], None] | None = None,
+        on_deadline: Callable[[str], None] | None = None,
         adaptive: bool = True,
     ) -> None:
         self.model = model
@@ -81,6 +93,7 @@ class Batcher:
         self._on_stuck = on_stuck
         self._on_batch = on_batch
         self._on_done = on_done
+        self._on_deadline = on_deadline
         self._pending: deque[InferenceRequest] = deque()
         self._idle: deque[Runner] = deque()
         self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
@@ -113,6 +126,9 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
         pending.append(request)
+        if request.deadline is not None:
+            delay = max(0.0, request.deadline.at - time.monotonic())
+            request.timer = self._loop.call_later(delay, self._deadline_passed, request)
         self._drained.clear()
         now = request.arrival
         self._rate.observe(now)
@@ -153,6 +169,46 @@ class Batcher:
             del self._flights[runner]
             self._check_drained()
             self.add(runner)
+
+    def _deadline_passed(self, request: InferenceRequest) -> None:
+        """Answer a request whose deadline passed: 504 now, out of the queue if still queued."""
+        request.timer = None
+        if request.future.done() and request.stream is None:
+            return  # answered, failed or cancelled in the meantime
+        stage = self._stage(request)
+        if not request.dispatched:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(request)
+            self._check_drained()
+        deadline = request.deadline
+        assert deadline is not None
+        request.fail(
+            DeadlineExceeded(
+                f"The request deadline of {deadline.describe()} passed while the request was "
+                f'{stage} for model "{self.model}" version {self.version}'
+            )
+        )
+        logger.info(
+            "Request %s to model %s version %s: deadline of %s passed while %s; answered 504",
+            request.request_id,
+            self.model,
+            self.version,
+            deadline.describe(),
+            stage,
+        )
+        if self._on_deadline is not None:
+            self._on_deadline(stage)
+
+    def _stage(self, request: InferenceRequest) -> str:
+        """ "queued" until a handler has its batch (in the queue or an executor's inbox)."""
+        if not request.dispatched:
+            return "queued"
+        for flights in self._flights.values():
+            for flight in flights:
+                if request in flight.batch:
+                    # an inbox batch is skipped by its executor (serve.workers.executor)
+                    return "running" if flight.started is not None else "queued"
+        return "running"
 
     # --- removing executors ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from handlers.messages import Output, Param
+from serve.batching.deadline import Deadline
 from serve.errors import ServeError
 
 
@@ -17,10 +18,13 @@ class InferenceRequest:
     The first Output (or error) resolves `future`. A streaming handler's later chunks go to
     `stream`, created when the first chunk is not final. A `solo` request (a describe call:
     BaseHandler answers it for the whole batch) always runs in a batch of its own.
+    A request with a `deadline` gets a `timer` from the batcher; it is cancelled once the
+    request is finished (its final output or an error), so only a late request sees it fire.
     """
 
     __slots__ = (
         "arrival",
+        "deadline",
         "dispatched",
         "future",
         "headers",
@@ -28,6 +32,7 @@ class InferenceRequest:
         "request_id",
         "solo",
         "stream",
+        "timer",
     )
 
     def __init__(
@@ -38,6 +43,7 @@ class InferenceRequest:
         loop: asyncio.AbstractEventLoop,
         *,
         solo: bool = False,
+        deadline: Deadline | None = None,
     ) -> None:
         self.request_id = request_id
         self.params = params
@@ -47,6 +53,8 @@ class InferenceRequest:
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()
         self.stream: asyncio.Queue[Output | ServeError] | None = None
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
 
     @property
     def done(self) -> bool:
@@ -61,6 +69,9 @@ class InferenceRequest:
             self.future.set_result(output)
         elif self.stream is not None:
             self.stream.put_nowait(output)
+        if output.final and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def fail(self, error: ServeError) -> None:
         """Answer with an error, or end a started stream with it (runs on the event loop)."""
@@ -68,6 +79,9 @@ class InferenceRequest:
             self.future.set_exception(error)
         elif self.stream is not None:
             self.stream.put_nowait(error)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 # Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.

@@ -17,14 +17,17 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import grpclib.const
 import grpclib.server
 import orjson
+from grpclib.metadata import Deadline as CallDeadline
 
 from handlers.messages import Param
+from serve.batching.deadline import GRPC_SOURCE, choose
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
@@ -47,6 +50,12 @@ SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
 MODEL_VERSION = "x-model-version"
 _SERVICE = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/"
 Stream = grpclib.server.Stream[PredictionsRequest, PredictionResponse]
+# The client's deadline of the call being handled (grpclib's `stream.deadline`); set per RPC
+# by the server's gate (serve.grpc.server), read when a request is made.
+CALL_DEADLINE: ContextVar[CallDeadline | None] = ContextVar("call_deadline", default=None)
+# Our 504 fires this much before the client's deadline, so that it (not grpclib cancelling the
+# handler at the deadline itself) ends the call: counted, and taken out of the queue at once.
+DEADLINE_MARGIN = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +205,15 @@ class InferenceService(InferenceApIsServiceBase):
         headers: tuple[tuple[str, str], ...] = ()
         if message.sequence_id:
             headers = ((SEQUENCE_HEADER, message.sequence_id),)
+        started = time.monotonic()
+        call_deadline = CALL_DEADLINE.get()
+        client = None
+        if call_deadline is not None:
+            client = max(0.0, call_deadline.time_remaining() - DEADLINE_MARGIN)
+        deadline = choose(started, client, GRPC_SOURCE, self._registry.config.max_request_time)
         loop = asyncio.get_running_loop()
-        job = InferenceRequest(new_request_id(), params, headers, loop)
-        return version, job, time.monotonic()
+        job = InferenceRequest(new_request_id(), params, headers, loop, deadline=deadline)
+        return version, job, started
 
 
 def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:

@@ -22,7 +22,7 @@ from grpclib.server import Server
 
 from serve.config import Address, Config, ConfigError
 from serve.grpc.errors import guarded
-from serve.grpc.inference import InferenceService
+from serve.grpc.inference import CALL_DEADLINE, InferenceService
 from serve.grpc.management import ManagementService
 from serve.models.registry import Registry
 
@@ -76,6 +76,7 @@ class Gate:
                 raise GRPCError(Status.UNAVAILABLE, "The server is shutting down")
             self._active += 1
             self._idle.clear()
+            CALL_DEADLINE.set(stream.deadline)  # this RPC's task only: a context per task
             try:
                 await rpc(stream)
             finally:

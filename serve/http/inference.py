@@ -18,6 +18,7 @@ import time
 from aiohttp import web
 
 from handlers.messages import Output, Param
+from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
@@ -155,6 +156,8 @@ async def _infer(
     if request.method == "OPTIONS":
         return json_response(api_description())
     started = time.monotonic()
+    client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
+    deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
     try:
         params = await read_params(request, config.max_request_size)
         if query_inputs and request.query:
@@ -166,7 +169,9 @@ async def _infer(
             ("explain", "True" if explain else "False"),
             ("url_path", request.match_info.get("path", "")),
         )
-        job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
+        job = InferenceRequest(
+            request_id, params, headers, asyncio.get_running_loop(), deadline=deadline
+        )
         output = await predict(version, job, url_version, started)
         if output.final:
             return _response(output, request_id, version.version)

@@ -44,7 +44,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "Request body larger than max_request_size",
         500: "Internal error, or workers failed to start",
         503: "Queue full or no worker; retry later (Retry-After)",
-        504: "The model did not answer within response_timeout",
+        504: "The model did not answer within response_timeout, or the request deadline "
+        "(X-Request-Timeout or max_request_time) passed",
         507: "Out of resources",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
@@ -66,10 +67,17 @@ _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
 _INT = {"type": "integer", "minimum": 0}
 _BOOL = {"type": "boolean"}
+_TIMEOUT = _param(
+    "X-Request-Timeout",
+    "header",
+    {"type": "integer", "minimum": 1},
+    "Deadline in milliseconds from arrival; past it the request is answered 504 and dropped "
+    "if still queued (the server's max_request_time applies too; the sooner wins)",
+)
 
 
 def _predict(summary: str, with_version: bool) -> dict[str, Any]:
-    params = [_MODEL, _VERSION] if with_version else [_MODEL]
+    params = [_MODEL, _VERSION, _TIMEOUT] if with_version else [_MODEL, _TIMEOUT]
     return {
         "post": {
             "operationId": summary.replace(" ", "_"),
@@ -94,7 +102,7 @@ def _invocations() -> dict[str, Any]:
     """SageMaker's path: the model from `model_name`, else the one loaded at startup."""
     path = _predict("Invoke a model", False)
     name = _param("model_name", "query", {"type": "string"}, "Model (default: the startup one)")
-    path["post"]["parameters"] = [name]
+    path["post"]["parameters"] = [name, _TIMEOUT]
     return path
 
 
@@ -108,7 +116,12 @@ def api_description() -> dict[str, Any]:
     ]
     register_params = [
         _param(
-            "url", "query", {"type": "string"}, "Archive file or folder in the model store", True
+            "url",
+            "query",
+            {"type": "string"},
+            "Archive file or folder in the model store, or an http(s):// or file:// URL "
+            "matching allowed_urls",
+            True,
         ),
         _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
         _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
@@ -205,7 +218,7 @@ def api_description() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_STATUS, "Registered, workers ready"),
                         "202": _json(_STATUS, "Registered, workers loading"),
-                        **_errors(400, 404, 405, 409, 500),
+                        **_errors(400, 404, 405, 409, 413, 500),
                     },
                 },
             },

@@ -2,8 +2,9 @@
 
 Effective settings for a version come from, first to last: the registration request, the
 operator's `models:` section of serve.yaml, the archive's model-config.yaml, server defaults.
-(TorchServe lets the archive's minWorkers/maxWorkers override an explicit `initial_workers`;
-here the explicit request wins.)
+Worker counts are the exception, as in TorchServe 0.12: an archive's minWorkers/maxWorkers
+pair (min > 0, max >= min) wins over the request's `initial_workers`; the operator's `models:`
+section still wins over both.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from serve.errors import (
 )
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
+from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.requirements import install_requirements
 from serve.models.routing import Routing
 from serve.models.traffic import Split
@@ -95,6 +97,8 @@ class Registry:
         self._budget = budget
         self._metrics = metrics
         self._workdir = Path(tempfile.mkdtemp(prefix="serve-models-"))
+        # archives saved from a URL, deleted from the store on unregister as TorchServe does
+        self._downloads: dict[ModelVersion, Path] = {}
         # called after each management change (snapshots listen here)
         self.listeners: list[Callable[[], None]] = []
 
@@ -162,15 +166,30 @@ class Registry:
     async def register(self, params: RegisterParams) -> Registered:
         """Open the archive, add the version, start its workers (and wait if synchronous)."""
         store, workdir = self.config.model_store, self._workdir
-        archive = await asyncio.to_thread(lambda: open_archive(locate(store, params.url), workdir))
+        scheme = url_scheme(params.url)
+        downloaded: Path | None = None
+        if scheme is not None:
+            downloaded = await fetch_archive(params.url, scheme, self.config)
         try:
-            archive = await install_requirements(
-                archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir
-            )
-            version = self._add(archive, params)
+            source = downloaded
+            if source is None:
+                source = await asyncio.to_thread(locate, store, params.url)
+            archive = await asyncio.to_thread(open_archive, source, workdir)
+            try:
+                archive = await install_requirements(
+                    archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir
+                )
+                version = self._add(archive, params)
+            except BaseException:
+                await asyncio.to_thread(archive.remove)
+                raise
         except BaseException:
-            await asyncio.to_thread(archive.remove)
+            if downloaded is not None:  # a failed registration leaves no download behind
+                await asyncio.to_thread(remove_download, downloaded)
             raise
+        if downloaded is not None:
+            self._downloads[version] = downloaded
+            version.store_name = downloaded.name
         workers = version.min_workers
         logger.info(
             "Registered %s from %s (batch_size=%d, max_batch_delay=%dms, workers=%d, devices=%s)",
@@ -241,9 +260,9 @@ class Registry:
             and (arc.max_workers is None or arc.max_workers >= arc.min_workers)
         )
         min_workers = _first(
-            params.initial_workers,
             ops.min_workers,
             arc.min_workers if archive_pair else None,
+            params.initial_workers,
             self._default_workers(),
         )
         max_workers = max(
@@ -361,6 +380,9 @@ class Registry:
         elif key == model.default:
             model.default = sorted(model.versions)[0]
         await found.close()
+        downloaded = self._downloads.pop(found, None)
+        if downloaded is not None:
+            await asyncio.to_thread(remove_download, downloaded)
         if not any(v.archive.model_dir == found.archive.model_dir for v in self._all()):
             remove_from_path(found.archive.model_dir)
         if found.archive.deps_dir is not None:

@@ -55,6 +55,8 @@ class ModelVersion:
         self.version = archive.version
         self.handler = handler
         self.url = url
+        # where the archive is in the model store (the saved file for a URL registration)
+        self.store_name = url
         self.settings = settings
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
@@ -69,6 +71,7 @@ class ModelVersion:
             on_stuck=self._replace_stuck,
             on_batch=self.metrics.dispatched,
             on_done=self.metrics.completed,
+            on_deadline=self.metrics.deadline_passed,
             adaptive=settings.adaptive_batching,
         )
         self.metrics.queue_depth = lambda: self.batcher.pending
