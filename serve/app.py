@@ -19,9 +19,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from serve import access_log
+from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
+from serve.http.access import JSON_FORMAT, WITH_QUERY, AccessLogger
 from serve.http.apps import inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
@@ -89,24 +92,32 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
+        stop_access_log = access_log.start(config)
+        if stop_access_log is not None:
+            stack.callback(stop_access_log)  # last out: flushes the final lines
         stack.push_async_callback(registry.close)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
-        listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
-            ("Inference API", config.inference_address, inference_app),
-            ("Management API", config.management_address, management_app),
-            ("Metrics API", config.metrics_address, metrics_app),
+        listeners: list[tuple[str, Address, Callable[..., web.Application], str]] = [
+            ("Inference API", config.inference_address, inference_app, ""),
+            ("Management API", config.management_address, management_app, WITH_QUERY),
+            ("Metrics API", config.metrics_address, metrics_app, ""),
         ]
         refuse: list[Callable[[], None]] = []
-        for label, address, build in listeners:
-            bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
+        for label, address, build, query in listeners:
+            app = build(config, registry, metrics, tokens)
+            log_format = (JSON_FORMAT if config.access_log_format == "json" else "text") + query
+            bound, stop_accepting = await _listen(
+                stack, app, address, log_format if config.access_log else None
+            )
             refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
-        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE)
+        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE, tokens)
         refuse.extend(gate.close for gate in gates)
         for label, bound in grpc_bound:
             logger.info("%s bound to %s", label, bound)
@@ -121,19 +132,51 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     logger.info("Server stopped")
 
 
+async def _tokens(config: Config) -> Tokens | None:
+    """The keys (written to ./key_file.json, or the ones already there), None when off."""
+    if config.disable_token_authorization:
+        logger.warning(
+            "Token authorization is off (disable_token_authorization): the inference and "
+            "management APIs answer anyone who can reach their ports"
+        )
+        return None
+    tokens, reused = await asyncio.to_thread(
+        load_or_create, Path.cwd(), config.token_expiration_min
+    )
+    logger.info(
+        "Token authorization is on: keys %s %s (inference key for the inference APIs, "
+        "management key for the management APIs, API key for GET /token)",
+        "read from" if reused else "written to",
+        tokens.path,
+    )
+    for kind in tokens.expired():
+        logger.warning(
+            "The %s key in %s has expired: renew it (GET /token?type=%s with the API key) "
+            "or delete the file for new keys",
+            kind,
+            tokens.path,
+            kind,
+        )
+    return tokens
+
+
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         callback()
 
 
 async def _listen(
-    stack: AsyncExitStack, app: web.Application, address: Address
+    stack: AsyncExitStack, app: web.Application, address: Address, log_format: str | None
 ) -> tuple[Address, Callable[[], None]]:
-    """Serve `app` on `address`; returns the bound address and a stop-accepting callback."""
+    """Serve `app` on `address`; returns the bound address and a stop-accepting callback.
+
+    `log_format` (serve.http.access) turns the access log on; None leaves it off."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
+        access_log=access_log.ACCESS if log_format is not None else None,
+        access_log_class=AccessLogger,
+        access_log_format=log_format or "",
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

@@ -66,6 +66,9 @@ class Config:
     default_response_timeout: float = 120.0
     enable_model_api: bool = False
     disable_token_authorization: bool = False
+    token_expiration_min: float = 60.0
+    access_log: bool = True
+    access_log_format: str = "text"
     no_config_snapshots: bool = False
     allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
     install_py_dep_per_model: bool = False
@@ -110,6 +113,21 @@ def _seconds(key: str, value: Any) -> float:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value}")
     return float(value)
+
+
+def _minutes(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number of minutes, got {value!r}")
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+    return float(value)
+
+
+def _log_format(key: str, value: Any) -> str:
+    text = _str(key, value).lower()
+    if text not in ("text", "json"):
+        raise ConfigError(key, f"expected text or json, got {value!r}")
+    return text
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -227,6 +245,9 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "default_response_timeout": _seconds,
     "enable_model_api": _bool,
     "disable_token_authorization": _bool,
+    "token_expiration_min": _minutes,
+    "access_log": _bool,
+    "access_log_format": _log_format,
     "no_config_snapshots": _bool,
     "allowed_urls": _str_list,
     "install_py_dep_per_model": _bool,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from serve.auth.keys import Kind, Tokens
+from serve.auth.public import key_for_path
 from serve.config import Config
 from serve.frontend_metrics import StatusCounts
-from serve.http import inference, management, metrics_api
+from serve.http import inference, management, metrics_api, tokens_api
 from serve.http.common import (
     CONFIG,
+    GUARDED,
     METRICS,
     REGISTRY,
+    TOKENS,
     Handler,
     json_errors,
     method_not_allowed,
@@ -26,44 +30,76 @@ def _app(
     metrics: ServerMetrics,
     routes: list[web.RouteDef],
     statuses: StatusCounts | None,
+    auth: tuple[Tokens, Kind] | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=config.max_request_size)
     app[CONFIG] = config
     app[REGISTRY] = registry
     app[METRICS] = metrics
-    app.add_routes(with_json_errors(routes, statuses))
+    if auth is not None:
+        app[TOKENS] = auth[0]
+    app.add_routes(with_json_errors(routes, statuses, auth))
+    app.on_startup.append(_all_guarded)
     return app
 
 
 def with_json_errors(
-    routes: list[web.RouteDef], statuses: StatusCounts | None = None
+    routes: list[web.RouteDef],
+    statuses: StatusCounts | None = None,
+    auth: tuple[Tokens, Kind] | None = None,
 ) -> list[web.RouteDef]:
     """Every route guarded by `json_errors`, plus JSON 405s for other methods on known paths
     and a JSON 404 for unknown paths (what a middleware would do, without its per-request cost).
-    `statuses` counts every response of these routes by status class."""
+    `statuses` counts every response of these routes by status class. With `auth` (the keys
+    and the key this server takes), every route but the public ones (serve.auth.public) needs
+    the key, the unknown-path 404 included, so a route added later is covered by default."""
 
-    def guard(handler: Handler) -> Handler:
-        return json_errors(handler, statuses)
+    def guard(handler: Handler, path: str) -> Handler:
+        kind = None if auth is None else key_for_path(path, auth[1])
+        if auth is None or kind is None:
+            return json_errors(handler, statuses)
+        return json_errors(handler, statuses, (auth[0].checker(kind), kind))
 
-    guarded = [web.route(r.method, r.path, guard(r.handler), **r.kwargs) for r in routes]
+    guarded = [web.route(r.method, r.path, guard(r.handler, r.path), **r.kwargs) for r in routes]
     paths = list(dict.fromkeys(r.path for r in routes))
     open_paths = {r.path for r in routes if r.method == "*"}
     fallbacks = [
-        web.route("*", path, guard(method_not_allowed)) for path in paths if path not in open_paths
+        web.route("*", path, guard(method_not_allowed, path))
+        for path in paths
+        if path not in open_paths
     ]
-    return [*guarded, *fallbacks, web.route("*", "/{tail:.*}", guard(not_found))]
+    return [*guarded, *fallbacks, web.route("*", "/{tail:.*}", guard(not_found, "/{tail:.*}"))]
 
 
-def inference_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
-    """Port 8080: ping, readiness, predictions, explanations."""
-    return _app(config, registry, metrics, inference.routes(), metrics.statuses)
+async def _all_guarded(app: web.Application) -> None:
+    """Refuse to start an app with a route that skips the guard (and so the token check)."""
+    for route in app.router.routes():
+        if route.handler not in GUARDED:
+            info = route.resource.canonical if route.resource is not None else "?"
+            raise RuntimeError(
+                f"route {route.method} {info} is not guarded: add it through with_json_errors"
+            )
 
 
-def management_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
-    """Port 8081: models."""
-    return _app(config, registry, metrics, management.routes(), metrics.statuses)
+def inference_app(
+    config: Config, registry: Registry, metrics: ServerMetrics, tokens: Tokens | None = None
+) -> web.Application:
+    """Port 8080: ping, readiness, predictions, explanations (the inference key)."""
+    auth: tuple[Tokens, Kind] | None = None if tokens is None else (tokens, "inference")
+    return _app(config, registry, metrics, inference.routes(), metrics.statuses, auth)
 
 
-def metrics_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
-    """Port 8082: /metrics."""
+def management_app(
+    config: Config, registry: Registry, metrics: ServerMetrics, tokens: Tokens | None = None
+) -> web.Application:
+    """Port 8081: models (the management key), and /token (the API key)."""
+    auth: tuple[Tokens, Kind] | None = None if tokens is None else (tokens, "management")
+    routes = [*management.routes(), *tokens_api.routes()]
+    return _app(config, registry, metrics, routes, metrics.statuses, auth)
+
+
+def metrics_app(
+    config: Config, registry: Registry, metrics: ServerMetrics, tokens: Tokens | None = None
+) -> web.Application:
+    """Port 8082: /metrics, open to anyone who can reach the port (as TorchServe's)."""
     return _app(config, registry, metrics, metrics_api.routes(), None)
