@@ -18,13 +18,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from serve import access_log
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
-from serve.http.access import JSON_FORMAT, WITH_QUERY, AccessLogger
+from serve.http.access import LOGGER, access_logger
 from serve.http.apps import inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
@@ -94,30 +95,31 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
     tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
-        stop_access_log = access_log.start(config)
-        if stop_access_log is not None:
-            stack.callback(stop_access_log)  # last out: flushes the final lines
+        access = access_log.start(config)
+        if access is not None:
+            stack.callback(access.stop)  # last out: writes the final lines
         stack.push_async_callback(registry.close)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
-        listeners: list[tuple[str, Address, Callable[..., web.Application], str]] = [
-            ("Inference API", config.inference_address, inference_app, ""),
-            ("Management API", config.management_address, management_app, WITH_QUERY),
-            ("Metrics API", config.metrics_address, metrics_app, ""),
+        # the management port logs query strings (parameters); the others paths only
+        listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
+            ("Inference API", config.inference_address, inference_app, False),
+            ("Management API", config.management_address, management_app, True),
+            ("Metrics API", config.metrics_address, metrics_app, False),
         ]
         refuse: list[Callable[[], None]] = []
         for label, address, build, query in listeners:
             app = build(config, registry, metrics, tokens)
-            log_format = (JSON_FORMAT if config.access_log_format == "json" else "text") + query
-            bound, stop_accepting = await _listen(
-                stack, app, address, log_format if config.access_log else None
-            )
+            logged = None if access is None else access_logger(access, query)
+            bound, stop_accepting = await _listen(stack, app, address, logged)
             refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
-        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE, tokens)
+        grpc_bound, gates = await start_grpc(
+            stack, config, registry, SHUTDOWN_GRACE, tokens, access
+        )
         refuse.extend(gate.close for gate in gates)
         for label, bound in grpc_bound:
             logger.info("%s bound to %s", label, bound)
@@ -166,17 +168,19 @@ def _call_all(callbacks: list[Callable[[], None]]) -> None:
 
 
 async def _listen(
-    stack: AsyncExitStack, app: web.Application, address: Address, log_format: str | None
+    stack: AsyncExitStack,
+    app: web.Application,
+    address: Address,
+    logged: type[AbstractAccessLogger] | None,
 ) -> tuple[Address, Callable[[], None]]:
     """Serve `app` on `address`; returns the bound address and a stop-accepting callback.
 
-    `log_format` (serve.http.access) turns the access log on; None leaves it off."""
+    `logged` (serve.http.access) writes the access log; None leaves it off."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=access_log.ACCESS if log_format is not None else None,
-        access_log_class=AccessLogger,
-        access_log_format=log_format or "",
+        access_log=LOGGER if logged is not None else None,
+        access_log_class=logged or AbstractAccessLogger,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

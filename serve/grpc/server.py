@@ -23,7 +23,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
-from serve import access_log
+from serve.access_log import AccessLog
 from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_rpc
 from serve.config import Address, Config, ConfigError
@@ -71,11 +71,11 @@ class Gate:
     def __init__(
         self,
         auth: tuple[Tokens, Kind] | None = None,
-        line: access_log.LineFormat | None = None,
+        access: AccessLog | None = None,
     ) -> None:
         self.closing = False
         self._auth = auth
-        self._line = line
+        self._access = access
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -110,10 +110,10 @@ class Gate:
                 if not self._active:
                     self._idle.set()
 
-        return run if self._line is None else self._logged(run, path, self._line)
+        return run if self._access is None else self._logged(run, path, self._access)
 
     @staticmethod
-    def _logged(run: Any, path: str, line: access_log.LineFormat) -> Any:
+    def _logged(run: Any, path: str, access: AccessLog) -> Any:
         async def logged(stream: Any) -> None:
             started = time.perf_counter()
             status = Status.OK
@@ -131,8 +131,8 @@ class Gate:
             finally:
                 peer = stream.peer.addr()
                 request_id = stream.metadata.get("x-request-id") if stream.metadata else None
-                access_log.ACCESS.info(
-                    line(
+                access.emit(
+                    access.line(
                         peer[0] if peer else None,
                         "GRPC",
                         path,
@@ -172,6 +172,7 @@ async def start_grpc(
     registry: Registry,
     grace: float,
     tokens: Tokens | None = None,
+    access: AccessLog | None = None,
 ) -> tuple[list[tuple[str, Address]], list[Gate]]:
     """Start both servers; `stack` stops them (drain both, then close).
 
@@ -194,9 +195,8 @@ async def start_grpc(
     started: list[tuple[Gate, Server]] = []
     stack.push_async_callback(_stop, started, grace)
     bound: list[tuple[str, Address]] = []
-    line = access_log.line_format(config) if config.access_log else None
     for label, address, service, kind in services:
-        gate = Gate(None if tokens is None else (tokens, kind), line)
+        gate = Gate(None if tokens is None else (tokens, kind), access)
         server = Server([_Gated(service, gate)], codec=LimitedCodec(config.max_request_size))
         sock = _bind(address)
         await server.start(sock=sock)

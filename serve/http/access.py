@@ -9,36 +9,34 @@ import time as clock
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from serve.access_log import json_line, text_line
+from serve.access_log import NAME, AccessLog
 from serve.http.common import STARTED
 
-JSON_FORMAT = "json"  # the `log_format` aiohttp hands over; anything else means text
-WITH_QUERY = "+query"  # suffix: log the query string too (management: parameters, no secrets)
 
+def access_logger(access: AccessLog, with_query: bool) -> type[AbstractAccessLogger]:
+    """The class aiohttp instantiates per server; `with_query` logs the query string too
+    (management parameters; on the inference port a query can be model input: path only)."""
 
-class AccessLogger(AbstractAccessLogger):
-    """Writes one access line per request to `serve.access`; never a header value."""
+    class AccessLogger(AbstractAccessLogger):
+        """One line per request to the access log; never a header value."""
 
-    __slots__ = ("_line", "_query")
-
-    def __init__(self, logger: logging.Logger, log_format: str) -> None:
-        super().__init__(logger, log_format)
-        self._line = json_line if log_format.startswith(JSON_FORMAT) else text_line
-        # inference queries can be model inputs (legacy /predict): the path alone there
-        self._query = log_format.endswith(WITH_QUERY)
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        path = request.path_qs if self._query else request.path
-        started = request.get(STARTED)  # absent when aiohttp answered before routing
-        seconds = time if started is None else clock.perf_counter() - started
-        self.logger.info(
-            self._line(
-                request.remote,
-                request.method,
-                path,
-                response.status,
-                response.body_length,
-                seconds,
-                response.headers.get("x-request-id"),
+        def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+            started = request.get(STARTED)  # absent when aiohttp answered before routing
+            seconds = time if started is None else clock.perf_counter() - started
+            access.emit(
+                access.line(
+                    request.remote,
+                    request.method,
+                    request.path_qs if with_query else request.path,
+                    response.status,
+                    response.body_length,
+                    seconds,
+                    response.headers.get("x-request-id"),
+                )
             )
-        )
+
+    return AccessLogger
+
+
+# aiohttp wants a logger to hand to the class; the lines go through AccessLog instead
+LOGGER = logging.getLogger(NAME)
