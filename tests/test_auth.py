@@ -5,6 +5,7 @@ Keys are read from the server's key_file.json (TorchServe 0.12's file), as a use
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -440,3 +441,37 @@ def test_disable_token_auth_flag_opens_every_api(tmp_path: Path, pb: Any) -> Non
             assert json.loads(stub.ListModels(pb["management_pb2"].ListModelsRequest()).msg)
     finally:
         assert server.stop() == 0
+
+
+def test_an_app_with_a_route_outside_the_guard_refuses_to_start(tmp_path: Path) -> None:
+    """A route added around `with_json_errors` would skip the key check: startup fails."""
+    from aiohttp import web
+
+    from serve.auth.keys import load_or_create
+    from serve.config import Config
+    from serve.http.apps import inference_app, management_app
+    from serve.metrics import ServerMetrics
+    from serve.models.registry import Registry
+    from serve.workers.threads import ThreadBudget
+
+    async def sneaky(request: web.Request) -> web.Response:
+        return web.Response(text="open")
+
+    async def main() -> None:
+        config = Config()
+        registry = Registry(config, gpu_count=0, budget=ThreadBudget(1), metrics=ServerMetrics())
+        tokens, _ = load_or_create(tmp_path, 60)
+        try:
+            fine = web.AppRunner(management_app(config, registry, ServerMetrics(), tokens))
+            await fine.setup()
+            await fine.cleanup()
+            app = inference_app(config, registry, ServerMetrics(), tokens)
+            app.router.add_get("/sneaky", sneaky)
+            runner = web.AppRunner(app)
+            with pytest.raises(RuntimeError, match="/sneaky is not guarded"):
+                await runner.setup()
+            await runner.cleanup()
+        finally:
+            await registry.close()
+
+    asyncio.run(main())
