@@ -92,6 +92,13 @@ def _traffic(server: Server, pb: dict[str, ModuleType]) -> dict[str, Any]:
         body=b"x",
         headers={"Authorization": "Bearer wrongkey"},
     )
+    # a percent-encoded line break stays encoded: no forged line in the log
+    seen["forged"] = send(
+        server.inference + "/predictions/a%0Aforged%20line",
+        method="POST",
+        body=b"x",
+        headers=infer,
+    )
     management = {"Authorization": f"Bearer {current['management']}"}
     seen["list"] = send(server.management + "/models?limit=5", headers=management)
     send(
@@ -105,8 +112,8 @@ def _traffic(server: Server, pb: dict[str, ModuleType]) -> dict[str, Any]:
         stub = pb["inference_pb2_grpc"].InferenceAPIsServiceStub(channel)
         meta = (("authorization", f"Bearer {current['inference']}"), ("x-request-id", "grpc-1"))
         stub.Predictions(request, metadata=meta)
-        with pytest.raises(grpc.RpcError):
-            stub.Predictions(request)
+        with pytest.raises(grpc.RpcError):  # a request id with a space is not logged
+            stub.Predictions(request, metadata=(("x-request-id", "has space"),))
     return seen
 
 
@@ -149,6 +156,8 @@ def test_text_lines_for_rest_and_grpc_without_keys(tmp_path: Path, pb: Any) -> N
     assert by_path[("GET", "/models?limit=5")][0].status == "200"
     assert ("POST", "/invocations") in by_path
     assert "s3cr3t" not in log
+    assert by_path[("POST", "/predictions/a%0Aforged%20line")][0].status == "404"
+    assert not [raw for raw in log.splitlines() if raw.startswith("forged")]
     # readiness polling by the test fixture is logged too, without a key
     assert by_path[("GET", "/ready")][-1].status == "200"
     grpc_lines = by_path[("GRPC", PREDICT)]

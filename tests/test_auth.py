@@ -310,6 +310,8 @@ def test_grpc_management_takes_only_the_management_key(server: Server, pb: Any) 
             (stub.DescribeModel, m.DescribeModelRequest(model_name="echo")),
             (stub.ScaleWorker, m.ScaleWorkerRequest(model_name="echo", min_worker=1)),
             (stub.UnregisterModel, m.UnregisterModelRequest(model_name="nothere")),
+            (stub.RegisterModel, m.RegisterModelRequest(url="nothere.mar")),
+            (stub.SetDefault, m.SetDefaultRequest(model_name="echo", model_version="1.0")),
         ]
         for rpc, request in calls:
             for metadata in ((), _meta(current["inference"]), _meta(current["API"])):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from serve.grpc.management import ManagementService
 from serve.models.registry import Registry
 
 logger = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class Servable(Protocol):
@@ -131,6 +133,8 @@ class Gate:
             finally:
                 peer = stream.peer.addr()
                 request_id = stream.metadata.get("x-request-id") if stream.metadata else None
+                if request_id is not None and not _REQUEST_ID.match(request_id):
+                    request_id = None  # what a client sends reaches the log only if plain
                 access.emit(
                     access.line(
                         peer[0] if peer else None,

@@ -23,11 +23,13 @@ def access_logger(access: AccessLog, with_query: bool) -> type[AbstractAccessLog
         def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
             started = request.get(STARTED)  # absent when aiohttp answered before routing
             seconds = time if started is None else clock.perf_counter() - started
+            raw = request.raw_path
             access.emit(
                 access.line(
                     request.remote,
                     request.method,
-                    request.path_qs if with_query else request.path,
+                    # as received (percent-encoded): a decoded %0A could forge a line
+                    raw if with_query else raw.partition("?")[0],
                     response.status,
                     response.body_length,
                     seconds,
