@@ -22,14 +22,16 @@ from aiohttp.abc import AbstractAccessLogger
 
 from serve import access_log
 from serve.auth.keys import Tokens, load_or_create
-from serve.config import Address, Config, ConfigError
+from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
-from serve.http.apps import inference_app, management_app, metrics_app
+from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.registry import RegisterParams, Registry
+from serve.restore import restore
+from serve.snapshots import Snapshots, snapshot_folder
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
@@ -43,7 +45,7 @@ _ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     """The models to load at start, each with the config key that named it."""
     entries: list[tuple[str, RegisterParams]] = []
-    if not config.load_models:
+    if not config.load_models or config.model_snapshot:  # a snapshot replaces load_models
         return entries
     store = config.model_store
     if store is None:
@@ -99,17 +101,22 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         if access is not None:
             stack.callback(access.stop)  # last out: writes the final lines
         stack.push_async_callback(registry.close)
+        snapshots = _snapshots(stack, config, registry)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
+        restored = await restore(registry, config)
         # the management port logs query strings (parameters); the others paths only
         listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
             ("Inference API", config.inference_address, inference_app, False),
             ("Management API", config.management_address, management_app, True),
             ("Metrics API", config.metrics_address, metrics_app, False),
         ]
+        if shares_api_port(config):
+            shared = ("Inference and Management API", config.inference_address, api_app, False)
+            listeners[:2] = [shared]
         refuse: list[Callable[[], None]] = []
         for label, address, build, query in listeners:
             app = build(config, registry, metrics, tokens)
@@ -128,10 +135,23 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)
-        logger.info("Server started; %d model version(s) registered", len(startup))
+        if snapshots is not None:
+            await snapshots.startup()
+        logger.info("Server started; %d model version(s) registered", len(startup) + restored)
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
+
+
+def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Snapshots | None:
+    """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
+    if config.no_config_snapshots:
+        return None
+    snapshots = Snapshots(config, registry, snapshot_folder(config))
+    # runs after the APIs have drained and before the models close
+    stack.push_async_callback(snapshots.shutdown)
+    registry.listeners.append(snapshots.changed)
+    return snapshots
 
 
 async def _tokens(config: Config) -> Tokens | None:

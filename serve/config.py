@@ -47,6 +47,20 @@ class ModelSettings:
     max_workers: int | None = None
     response_timeout: float | None = None
     devices: tuple[int, ...] | None = None
+    default_version: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotVersion:
+    """A model version to restore at start (a snapshot's `model_snapshot` entry).
+
+    `extra` keeps the fields this server does not read (TorchServe's `runtimeType`, or those
+    a feature adds to snapshots), so a feature can read back what it saved.
+    """
+
+    mar_name: str
+    settings: ModelSettings
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,8 @@ class Config:
     adaptive_batching: bool = True
     log_level: str = "INFO"
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
+    model_snapshot: Mapping[str, Mapping[str, SnapshotVersion]] = field(default_factory=dict)
+    snapshot_dir: Path | None = None
 
     def model_settings(self, name: str, version: str) -> ModelSettings:
         """The operator's settings for a model version (`*` matches any version)."""
@@ -195,6 +211,7 @@ _MODEL_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "max_workers": _int(0),
     "response_timeout": _seconds,
     "devices": _devices,
+    "default_version": _bool,
 }
 
 
@@ -231,6 +248,29 @@ def _models(key: str, value: Any) -> dict[str, dict[str, ModelSettings]]:
     return models
 
 
+def _model_snapshot(key: str, value: Any) -> dict[str, dict[str, SnapshotVersion]]:
+    """`{name: {version: {mar_name, extra, <models keys>}}}`: the models a snapshot restores."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping of model names, got {value!r}")
+    restored: dict[str, dict[str, SnapshotVersion]] = {}
+    for name, versions in value.items():
+        if not isinstance(versions, dict) or not versions:
+            raise ConfigError(f"{key}.{name}", "expected a mapping of versions to settings")
+        restored[str(name)] = {}
+        for version, entry in versions.items():
+            where = f"{key}.{name}.{version}"
+            if not isinstance(entry, dict):
+                raise ConfigError(where, f"expected a mapping of settings, got {entry!r}")
+            rest = dict(entry)
+            mar_name = _str(f"{where}.mar_name", rest.pop("mar_name", None))
+            extra = rest.pop("extra", {})
+            if not isinstance(extra, dict):
+                raise ConfigError(f"{where}.extra", f"expected a mapping, got {extra!r}")
+            settings = _model_settings(where, rest)
+            restored[str(name)][str(version)] = SnapshotVersion(mar_name, settings, extra)
+    return restored
+
+
 _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "inference_address": parse_address,
     "management_address": parse_address,
@@ -256,6 +296,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "adaptive_batching": _bool,
     "log_level": _log_level,
     "models": _models,
+    "model_snapshot": _model_snapshot,
+    "snapshot_dir": _path,
 }
 assert set(_KEYS) == {f.name for f in fields(Config)}
 
@@ -274,12 +316,24 @@ def build_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         if check is None:
             raise ConfigError(str(key), _unknown(str(key), _KEYS))
         values[str(key)] = check(str(key), value)
-    store = values.get("model_store")
-    if store is not None and base_dir is not None and not store.is_absolute():
-        values["model_store"] = base_dir / store
+    for path_key in ("model_store", "snapshot_dir"):
+        path = values.get(path_key)
+        if path is not None and base_dir is not None and not path.is_absolute():
+            values[path_key] = base_dir / path
     config = Config(**values)
     _check_ports(config)
     return config
+
+
+# Inference and management may share one address (KServe's TorchServe config does): then one
+# listener answers both APIs. Every other pair of listeners needs its own port.
+SHAREABLE = frozenset({"inference_address", "management_address"})
+
+
+def shares_api_port(config: Config) -> bool:
+    """Whether the inference and management APIs are served by one listener."""
+    same = config.inference_address == config.management_address
+    return same and config.inference_address.port != 0
 
 
 def _check_ports(config: Config) -> None:
@@ -295,6 +349,8 @@ def _check_ports(config: Config) -> None:
         if address.port == 0:
             continue
         slot = (address.host, address.port)
+        if slot in seen and {key, seen[slot]} == SHAREABLE:
+            continue
         if slot in seen:
             raise ConfigError(key, f"port {address.port} is already used by {seen[slot]}")
         seen[slot] = key

@@ -52,6 +52,9 @@ class Server:
     root: Path
     config: dict[str, Any]
     process: subprocess.Popen[bytes] | None = None
+    # False: no serve.yaml is written or passed (the test passes --ts-config, say)
+    yaml_config: bool = True
+    env: dict[str, str] = field(default_factory=dict)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,13 +82,15 @@ class Server:
 
     def start(self, *args: str) -> None:
         path = self.root / "serve.yaml"
-        path.write_text(yaml.safe_dump(self.config))
+        config_args = ["--config", str(path)] if self.yaml_config else []
+        if self.yaml_config:
+            path.write_text(yaml.safe_dump(self.config))
         # this checkout's code, whatever the virtualenv has installed
         python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "serve", "--config", str(path), *args],
+                [sys.executable, "-m", "serve", *config_args, *args],
                 cwd=self.root,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -477,3 +477,39 @@ def test_an_app_with_a_route_outside_the_guard_refuses_to_start(tmp_path: Path) 
             await registry.close()
 
     asyncio.run(main())
+
+
+def test_one_shared_port_keeps_each_apis_key(tmp_path: Path) -> None:
+    """Inference and management on one address: each route still takes its own API's key."""
+    port = server_config(tmp_path)["inference_address"]
+    server = _start(
+        tmp_path,
+        disable_token_authorization=False,
+        inference_address=port,
+        management_address=port,
+    )
+    try:
+        current = keys(server)
+        base = server.inference
+        for method, path, kind in (
+            ("POST", "/predictions/echo", "inference"),
+            ("POST", "/models/echo/invoke", "inference"),
+            ("GET", "/models", "management"),
+            ("GET", "/models/echo", "management"),
+            ("GET", "/token?type=inference", "API"),
+        ):
+            others = [k for k in ("inference", "management", "API") if k != kind]
+            for other in others:
+                assert_refused(method, base + path, bearer(current[other]), kind)
+            status, body, _ = call(method, base + path, bearer(current[kind]))
+            assert status == 200, (path, body)
+            current = keys(server)  # /token renewed the inference key
+        # a path neither API serves takes either key (and tells nothing without one)
+        assert_refused("GET", base + "/no/such", None, "inference or management")
+        for kind in ("inference", "management"):
+            status, _, _ = call("GET", base + "/no/such", bearer(current[kind]))
+            assert status == 404
+        status, _, _ = call("GET", base + "/ping")
+        assert status == 200
+    finally:
+        assert server.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -11,12 +12,19 @@ import pytest
 import yaml
 
 from tests import handlers_src as src
-from tests.support import Server, http, model_folder, server_config
+from tests.support import REPO, Server, http, model_folder, server_config
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # this checkout's code, not whichever checkout the virtualenv has installed
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "serve", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "serve", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": python_path},
     )
 
 
@@ -35,6 +43,8 @@ def test_help_explains_every_flag(tmp_path: Path) -> None:
         "--enable-model-api",
         "--disable-token-auth",
         "--ncs",
+        "--ts-config",
+        "--foreground",
     ):
         assert flag in result.stdout
 
@@ -55,8 +65,13 @@ def test_help_explains_every_flag(tmp_path: Path) -> None:
         ({"inference_address": "127.0.0.1:99999"}, "inference_address", "0 to 65535"),
         ({"metrics_address": "https://127.0.0.1:8443"}, "metrics_address", "TLS"),
         (
-            {"inference_address": "127.0.0.1:5000", "management_address": "127.0.0.1:5000"},
-            "management_address",
+            {"management_address": "127.0.0.1:5000", "metrics_address": "127.0.0.1:5000"},
+            "metrics_address",
+            "already used",
+        ),
+        (
+            {"inference_address": "127.0.0.1:5000", "grpc_inference_address": "127.0.0.1:5000"},
+            "grpc_inference_address",
             "already used",
         ),
         ({"models": {"m": {"1.0": {"batch_sise": 2}}}}, "models.m.1.0.batch_sise", "did you mean"),

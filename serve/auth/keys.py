@@ -58,13 +58,20 @@ class Tokens:
         self._headers: dict[Kind, str] = {kind: key.header for kind, key in keys.items()}
         self._lock = asyncio.Lock()
 
-    def checker(self, kind: Kind) -> Callable[[str | None], bool]:
-        """A check of an `Authorization` header against the current `kind` key."""
+    def checker(self, *kinds: Kind) -> Callable[[str | None], bool]:
+        """A check of an `Authorization` header against the current key of `kinds` (any)."""
+        if len(kinds) == 1:
+            (kind,) = kinds
 
-        def allows(authorization: str | None) -> bool:
-            return self.allows(kind, authorization)
+            def allows(authorization: str | None) -> bool:
+                return self.allows(kind, authorization)
 
-        return allows
+            return allows
+
+        def any_of(authorization: str | None) -> bool:
+            return any(self.allows(kind, authorization) for kind in kinds)
+
+        return any_of
 
     def allows(self, kind: Kind, authorization: str | None) -> bool:
         """Whether `authorization` carries the current, unexpired `kind` key.

@@ -91,6 +91,7 @@ def register_params(values: Mapping[str, Any]) -> RegisterParams:
 async def register(registry: Registry, params: RegisterParams) -> Reply:
     """Register an archive from the model store; synchronous waits for its workers."""
     result = await registry.register(params)
+    registry.changed()
     version = result.version
     if not params.synchronous:
         return Reply("Processing worker updates...", 202)
@@ -158,6 +159,7 @@ async def scale(
     reached = await found.scale(
         min_workers, max_workers, wait=STARTUP_TIMEOUT if synchronous else None
     )
+    registry.changed()
     if not synchronous:
         return Reply("Processing worker updates...", 202)
     if not registry.holds(found):
@@ -174,10 +176,12 @@ async def scale(
 def set_default(registry: Registry, name: str, version: str) -> Reply:
     """Make a version the default one."""
     registry.set_default(name, version)
+    registry.changed()
     return Reply(f'Default version successfully updated for model "{name}" to "{version}"')
 
 
 async def unregister(registry: Registry, name: str, version: str | None) -> Reply:
     """Remove a version; its queued requests drain first."""
     await registry.unregister(name, version)
+    registry.changed()
     return Reply(f'Model "{name}" unregistered')

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,12 @@ class RegisterParams:
     batch_size: int | None = None
     max_batch_delay: int | None = None
     initial_workers: int | None = None
+    max_workers: int | None = None
     response_timeout: float | None = None
     synchronous: bool = True
     startup_timeout: float = STARTUP_TIMEOUT
     loaded_at_startup: bool = False
+    make_default: bool = False  # the new version becomes the one unversioned requests get
 
 
 @dataclass(slots=True)
@@ -85,6 +88,13 @@ class Registry:
         self._budget = budget
         self._metrics = metrics
         self._workdir = Path(tempfile.mkdtemp(prefix="serve-models-"))
+        # called after each management change (snapshots listen here)
+        self.listeners: list[Callable[[], None]] = []
+
+    def changed(self) -> None:
+        """Tell the listeners that what is registered has changed."""
+        for listener in self.listeners:
+            listener()
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -186,6 +196,8 @@ class Registry:
         if model is None:
             model = self.models[name] = Model(default=archive.version)
         model.versions[archive.version] = version
+        if params.make_default or self.config.model_settings(name, archive.version).default_version:
+            model.default = archive.version
         return version
 
     def _settings(
@@ -207,7 +219,12 @@ class Registry:
         )
         max_workers = max(
             min_workers,
-            _first(ops.max_workers, arc.max_workers if archive_pair else None, min_workers),
+            _first(
+                params.max_workers,
+                ops.max_workers,
+                arc.max_workers if archive_pair else None,
+                min_workers,
+            ),
         )
         return VersionSettings(
             batch_size=_first(params.batch_size, ops.batch_size, arc.batch_size, 1),
