@@ -513,3 +513,29 @@ def test_one_shared_port_keeps_each_apis_key(tmp_path: Path) -> None:
         assert status == 200
     finally:
         assert server.stop() == 0
+
+
+def test_config_properties_sets_the_key_lifetime(tmp_path: Path) -> None:
+    """TorchServe's own file: token_expiration_min and auth on, as a TorchServe user has it."""
+    store = tmp_path / "store"
+    model_folder(store, "echo", src.ECHO)
+    ports = server_config(store)
+    lines = [
+        f"inference_address=http://{ports['inference_address']}",
+        f"management_address=http://{ports['management_address']}",
+        f"metrics_address=http://{ports['metrics_address']}",
+        f"grpc_inference_port={ports['grpc_inference_address'].rpartition(':')[2]}",
+        f"grpc_management_port={ports['grpc_management_address'].rpartition(':')[2]}",
+        f"model_store={store}",
+        "token_expiration_min=5",
+    ]
+    (tmp_path / "config.properties").write_text("\n".join(lines) + "\n")
+    server = Server(tmp_path, ports, yaml_config=False)
+    server.start("--ts-config", str(tmp_path / "config.properties"), "--ncs")
+    try:
+        data = json.loads((tmp_path / KEY_FILE).read_text())
+        expires = datetime.fromisoformat(data["inference"]["expiration time"])
+        assert 4 * 60 < (expires - datetime.now(UTC)).total_seconds() <= 5 * 60
+        assert_refused("GET", server.management + "/models", None, "management")
+    finally:
+        assert server.stop() == 0
