@@ -88,7 +88,7 @@ def _invocations() -> dict[str, Any]:
     return path
 
 
-def _secured(paths: dict[str, Any]) -> dict[str, Any]:
+def _secured(paths: dict[str, Any]) -> None:
     """Mark the public operations (no key) and give every other one its 401."""
     refused = _json(_ERROR, "Missing, wrong or expired key (InvalidKeyException)")
     for path, operations in paths.items():
@@ -98,7 +98,6 @@ def _secured(paths: dict[str, Any]) -> dict[str, Any]:
                 operation["security"] = []
             else:
                 operation["responses"]["401"] = refused
-    return paths
 
 
 @cache
@@ -134,7 +133,7 @@ def api_description() -> dict[str, Any]:
             **_errors(404, 503),
         },
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.0.1",
         "info": {
             "title": "serve: TorchServe-compatible model server APIs",
@@ -142,164 +141,154 @@ def api_description() -> dict[str, Any]:
             "description": "Inference (8080), management (8081) and metrics (8082) APIs.",
         },
         "security": [{"bearer": []}],
-        "paths": _secured(
-            {
-                "/": {
-                    "options": {
-                        "summary": "This document",
-                        "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                    }
-                },
-                "/api-description": {
-                    "get": {
-                        "summary": "This document",
-                        "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                    }
-                },
-                "/ping": {
-                    "get": {
-                        "summary": "Health (TorchServe semantics: loading workers are healthy)",
-                        "responses": {
-                            "200": _json(_STATUS, "Healthy"),
-                            "500": _json(_STATUS, "Unhealthy"),
-                        },
-                    }
-                },
-                "/ready": {
-                    "get": {
-                        "summary": "Readiness: every model version has min_workers ready",
-                        "responses": {
-                            "200": _json({"type": "object"}, "Ready"),
-                            "503": _json({"type": "object"}, "Not ready"),
-                        },
-                    }
-                },
-                "/ready/{model_name}": {
-                    "get": {
-                        "summary": "Readiness of one model's default version",
-                        "parameters": [_MODEL],
-                        "responses": {
-                            "200": _json({"type": "object"}, "Ready"),
-                            "503": _json({"type": "object"}, "Not ready"),
-                            **_errors(404),
-                        },
-                    }
-                },
-                "/predictions/{model_name}": _predict("Predict with the default version", False),
-                "/predictions/{model_name}/{model_version}": _predict(
-                    "Predict with a version", True
-                ),
-                "/explanations/{model_name}": _predict("Explain with the default version", False),
-                "/explanations/{model_name}/{model_version}": _predict(
-                    "Explain with a version", True
-                ),
-                "/invocations": _invocations(),
-                "/models/{model_name}/invoke": _predict("Invoke the default version", False),
-                "/{model_name}/predict": _predict("Legacy predict with the default version", False),
-                "/{model_name}/{model_version}/predict": _predict(
-                    "Legacy predict with a version", True
-                ),
-                "/models": {
-                    "get": {
-                        "summary": "List models (management port)",
-                        "parameters": [
-                            _param("limit", "query", _INT, "Page size (default 100)"),
-                            _param("next_page_token", "query", _INT, "Offset from the last page"),
-                        ],
-                        "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
+        "paths": {
+            "/": {
+                "options": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+                }
+            },
+            "/api-description": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+                }
+            },
+            "/ping": {
+                "get": {
+                    "summary": "Health (TorchServe semantics: loading workers count as healthy)",
+                    "responses": {
+                        "200": _json(_STATUS, "Healthy"),
+                        "500": _json(_STATUS, "Unhealthy"),
                     },
-                    "post": {
-                        "summary": "Register a model (needs enable_model_api)",
-                        "parameters": register_params,
-                        "responses": {
-                            "200": _json(_STATUS, "Registered, workers ready"),
-                            "202": _json(_STATUS, "Registered, workers loading"),
-                            **_errors(400, 404, 405, 409, 500),
-                        },
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: every model version has min_workers ready",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                    },
+                }
+            },
+            "/ready/{model_name}": {
+                "get": {
+                    "summary": "Readiness of one model's default version",
+                    "parameters": [_MODEL],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                        **_errors(404),
+                    },
+                }
+            },
+            "/predictions/{model_name}": _predict("Predict with the default version", False),
+            "/predictions/{model_name}/{model_version}": _predict("Predict with a version", True),
+            "/explanations/{model_name}": _predict("Explain with the default version", False),
+            "/explanations/{model_name}/{model_version}": _predict("Explain with a version", True),
+            "/invocations": _invocations(),
+            "/models/{model_name}/invoke": _predict("Invoke the default version", False),
+            "/{model_name}/predict": _predict("Legacy predict with the default version", False),
+            "/{model_name}/{model_version}/predict": _predict(
+                "Legacy predict with a version", True
+            ),
+            "/models": {
+                "get": {
+                    "summary": "List models (management port)",
+                    "parameters": [
+                        _param("limit", "query", _INT, "Page size (default 100)"),
+                        _param("next_page_token", "query", _INT, "Offset from the last page"),
+                    ],
+                    "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
+                },
+                "post": {
+                    "summary": "Register a model (needs enable_model_api)",
+                    "parameters": register_params,
+                    "responses": {
+                        "200": _json(_STATUS, "Registered, workers ready"),
+                        "202": _json(_STATUS, "Registered, workers loading"),
+                        **_errors(400, 404, 405, 409, 500),
                     },
                 },
-                "/models/{model_name}": {
-                    "get": describe,
-                    "put": {
-                        "summary": "Scale the default version's workers",
-                        "parameters": [_MODEL, *scale_params],
-                        "responses": {
-                            "200": _json(_STATUS, "Scaled"),
-                            "202": _json(_STATUS, "Scaling"),
-                            "206": _json(_STATUS, "Scaling in progress"),
-                            **_errors(400, 404),
-                        },
-                    },
-                    "delete": {
-                        "summary": "Unregister the default version (needs enable_model_api)",
-                        "parameters": [_MODEL],
-                        "responses": {
-                            "200": _json(_STATUS, "Unregistered"),
-                            **_errors(403, 404, 405),
-                        },
+            },
+            "/models/{model_name}": {
+                "get": describe,
+                "put": {
+                    "summary": "Scale the default version's workers",
+                    "parameters": [_MODEL, *scale_params],
+                    "responses": {
+                        "200": _json(_STATUS, "Scaled"),
+                        "202": _json(_STATUS, "Scaling"),
+                        "206": _json(_STATUS, "Scaling in progress"),
+                        **_errors(400, 404),
                     },
                 },
-                "/models/{model_name}/{model_version}": {
-                    "get": {**describe, "parameters": [_MODEL, _VERSION]},
-                    "put": {
-                        "summary": "Scale a version's workers",
-                        "parameters": [_MODEL, _VERSION, *scale_params],
-                        "responses": {
-                            "200": _json(_STATUS, "Scaled"),
-                            "202": _json(_STATUS, "Scaling"),
-                            **_errors(400, 404),
-                        },
-                    },
-                    "delete": {
-                        "summary": "Unregister a version (needs enable_model_api)",
-                        "parameters": [_MODEL, _VERSION],
-                        "responses": {
-                            "200": _json(_STATUS, "Unregistered"),
-                            **_errors(403, 404, 405),
-                        },
+                "delete": {
+                    "summary": "Unregister the default version (needs enable_model_api)",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                },
+            },
+            "/models/{model_name}/{model_version}": {
+                "get": {**describe, "parameters": [_MODEL, _VERSION]},
+                "put": {
+                    "summary": "Scale a version's workers",
+                    "parameters": [_MODEL, _VERSION, *scale_params],
+                    "responses": {
+                        "200": _json(_STATUS, "Scaled"),
+                        "202": _json(_STATUS, "Scaling"),
+                        **_errors(400, 404),
                     },
                 },
-                "/models/{model_name}/{model_version}/set-default": {
-                    "put": {
-                        "summary": "Make a version the default",
-                        "parameters": [_MODEL, _VERSION],
-                        "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
-                    }
+                "delete": {
+                    "summary": "Unregister a version (needs enable_model_api)",
+                    "parameters": [_MODEL, _VERSION],
+                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
                 },
-                "/token": {
-                    "get": {
-                        "summary": "Renew the management or inference key (API key)",
-                        "parameters": [
-                            _param(
-                                "type",
-                                "query",
-                                {"type": "string", "enum": ["management", "inference"]},
-                                "Which key to renew; the new one is written to key_file.json",
-                                True,
-                            )
-                        ],
-                        "responses": {
-                            "200": _json(_STATUS, "Renewed; the old key is refused from now on"),
-                            **_errors(400, 404),
-                        },
-                    }
-                },
-                "/metrics": {
-                    "get": {
-                        "summary": "Prometheus metrics (metrics port)",
-                        "responses": {
-                            "200": {
-                                "description": "Text format 0.0.4",
-                                "content": {"text/plain": {"schema": {"type": "string"}}},
-                            }
-                        },
-                    }
-                },
-            }
-        ),
+            },
+            "/models/{model_name}/{model_version}/set-default": {
+                "put": {
+                    "summary": "Make a version the default",
+                    "parameters": [_MODEL, _VERSION],
+                    "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
+                }
+            },
+            "/token": {
+                "get": {
+                    "summary": "Renew the management or inference key (API key)",
+                    "parameters": [
+                        _param(
+                            "type",
+                            "query",
+                            {"type": "string", "enum": ["management", "inference"]},
+                            "Which key to renew; the new one is written to key_file.json",
+                            True,
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(_STATUS, "Renewed; the old key is refused from now on"),
+                        **_errors(400, 404),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (metrics port)",
+                    "responses": {
+                        "200": {
+                            "description": "Text format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
         "components": {
             "schemas": {"Error": _ERROR, "Status": _STATUS},
             # the key from key_file.json: inference key on 8080, management key on 8081
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+    _secured(document["paths"])
+    return document
