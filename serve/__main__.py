@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dt",
         action="store_true",
         default=None,
-        help="accepted for TorchServe compatibility; token auth is not enforced by this version",
+        help="turn token authorization off: every API answers without a key "
+        "(config key disable_token_authorization)",
     )
     parser.add_argument(
         "--ncs",

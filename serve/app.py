@@ -19,10 +19,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
+from serve import access_log
+from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
+from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
@@ -98,7 +102,11 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     )
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
     warn_if_permissive(config)
+    tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
+        access = access_log.start(config)
+        if access is not None:
+            stack.callback(access.stop)  # last out: writes the final lines
         stack.push_async_callback(registry.close)
         snapshots = _snapshots(stack, config, registry)
         for key, params in startup:
@@ -112,19 +120,25 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
                 registry.set_traffic(name, split)
             except ServeError as exc:
                 raise ConfigError(f"models.{name}.traffic", exc.message) from exc
-        listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
-            ("Inference API", config.inference_address, inference_app),
-            ("Management API", config.management_address, management_app),
-            ("Metrics API", config.metrics_address, metrics_app),
+        # the management port logs query strings (parameters); the others paths only
+        listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
+            ("Inference API", config.inference_address, inference_app, False),
+            ("Management API", config.management_address, management_app, True),
+            ("Metrics API", config.metrics_address, metrics_app, False),
         ]
         if shares_api_port(config):
-            listeners[:2] = [("Inference and Management API", config.inference_address, api_app)]
+            shared = ("Inference and Management API", config.inference_address, api_app, False)
+            listeners[:2] = [shared]
         refuse: list[Callable[[], None]] = []
-        for label, address, build in listeners:
-            bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
+        for label, address, build, query in listeners:
+            app = build(config, registry, metrics, tokens)
+            logged = None if access is None else access_logger(access, query)
+            bound, stop_accepting = await _listen(stack, app, address, logged)
             refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
-        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE)
+        grpc_bound, gates = await start_grpc(
+            stack, config, registry, SHUTDOWN_GRACE, tokens, access
+        )
         refuse.extend(gate.close for gate in gates)
         for label, bound in grpc_bound:
             logger.info("%s bound to %s", label, bound)
@@ -152,19 +166,53 @@ def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Sna
     return snapshots
 
 
+async def _tokens(config: Config) -> Tokens | None:
+    """The keys (written to ./key_file.json, or the ones already there), None when off."""
+    if config.disable_token_authorization:
+        logger.warning(
+            "Token authorization is off (disable_token_authorization): the inference and "
+            "management APIs answer anyone who can reach their ports"
+        )
+        return None
+    tokens, reused = await asyncio.to_thread(
+        load_or_create, Path.cwd(), config.token_expiration_min
+    )
+    logger.info(
+        "Token authorization is on: keys %s %s (inference key for the inference APIs, "
+        "management key for the management APIs, API key for GET /token)",
+        "read from" if reused else "written to",
+        tokens.path,
+    )
+    for kind in tokens.expired():
+        logger.warning(
+            "The %s key in %s has expired: renew it (GET /token?type=%s with the API key) "
+            "or delete the file for new keys",
+            kind,
+            tokens.path,
+            kind,
+        )
+    return tokens
+
+
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         callback()
 
 
 async def _listen(
-    stack: AsyncExitStack, app: web.Application, address: Address
+    stack: AsyncExitStack,
+    app: web.Application,
+    address: Address,
+    logged: type[AbstractAccessLogger] | None,
 ) -> tuple[Address, Callable[[], None]]:
-    """Serve `app` on `address`; returns the bound address and a stop-accepting callback."""
+    """Serve `app` on `address`; returns the bound address and a stop-accepting callback.
+
+    `logged` (serve.http.access) writes the access log; None leaves it off."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
+        access_log=LOGGER if logged is not None else None,
+        access_log_class=logged or AbstractAccessLogger,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

@@ -85,6 +85,9 @@ class Config:
     default_response_timeout: float = 120.0
     enable_model_api: bool = False
     disable_token_authorization: bool = False
+    token_expiration_min: float = 60.0
+    access_log: bool = True
+    access_log_format: str = "text"
     no_config_snapshots: bool = False
     allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
     max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
@@ -151,6 +154,21 @@ def _regex_list(key: str, value: Any) -> tuple[str, ...]:
         except re.error as exc:
             raise ConfigError(key, f"{pattern!r} is not a valid regular expression: {exc}") from exc
     return patterns
+
+
+def _minutes(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number of minutes, got {value!r}")
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+    return float(value)
+
+
+def _log_format(key: str, value: Any) -> str:
+    text = _str(key, value).lower()
+    if text not in ("text", "json"):
+        raise ConfigError(key, f"expected text or json, got {value!r}")
+    return text
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -307,6 +325,9 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "default_response_timeout": _seconds,
     "enable_model_api": _bool,
     "disable_token_authorization": _bool,
+    "token_expiration_min": _minutes,
+    "access_log": _bool,
+    "access_log_format": _log_format,
     "no_config_snapshots": _bool,
     "allowed_urls": _regex_list,
     "max_download_size": _int(1),

@@ -48,6 +48,16 @@ class DownloadFailed(ServeError):
     type = "DownloadArchiveException"
 
 
+class InvalidKey(ServeError):
+    """A request without the key its API needs (missing, wrong, or expired)."""
+
+    status = 401
+    type = "InvalidKeyException"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
 class NotFound(ServeError):
     """An unknown path."""
 

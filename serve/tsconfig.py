@@ -146,6 +146,7 @@ KEYS: dict[str, Row] = {
     "default_response_timeout": Row("default_response_timeout", _number),
     "enable_model_api": Row("enable_model_api", _boolean),
     "disable_token_authorization": Row("disable_token_authorization", _boolean),
+    "token_expiration_min": Row("token_expiration_min", _number),
     "allowed_urls": Row("allowed_urls", _text),
     "install_py_dep_per_model": Row("install_py_dep_per_model", _boolean),
     "number_of_gpu": Row("number_of_gpu", _integer),
@@ -160,6 +161,8 @@ KEYS: dict[str, Row] = {
     "max_download_size": Row("max_download_size", _integer),
     "download_timeout": Row("download_timeout", _number),
     "max_request_time": Row("max_request_time", _number),
+    "access_log": Row("access_log", _boolean),
+    "access_log_format": Row("access_log_format", _text),
 }
 
 # gRPC listeners: TorchServe splits them into a host key and a port key
@@ -176,7 +179,6 @@ IGNORED = frozenset(
         "max_response_size",
         "default_startup_timeout",
         "unregister_model_timeout",
-        "token_expiration_min",
         "enable_metrics_api",
         "metrics_mode",
         "metrics_format",

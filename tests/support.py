@@ -153,7 +153,7 @@ def run_serve(*args: str, cwd: Path, timeout: float = 60) -> subprocess.Complete
 
 
 def server_config(store: Path, **extra: Any) -> dict[str, Any]:
-    """A config on free ports serving `store`."""
+    """A config on free ports serving `store`; token auth off unless `extra` turns it on."""
     config: dict[str, Any] = {
         "inference_address": f"127.0.0.1:{free_port()}",
         "management_address": f"127.0.0.1:{free_port()}",
@@ -161,6 +161,7 @@ def server_config(store: Path, **extra: Any) -> dict[str, Any]:
         "grpc_inference_address": f"127.0.0.1:{free_port()}",
         "grpc_management_address": f"127.0.0.1:{free_port()}",
         "model_store": str(store),
+        "disable_token_authorization": True,
     }
     config.update(extra)
     return config

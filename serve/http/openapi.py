@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
+from serve.auth.public import PUBLIC_PATHS, template
 
 _ERROR = {
     "type": "object",
@@ -106,6 +107,18 @@ def _invocations() -> dict[str, Any]:
     return path
 
 
+def _secured(paths: dict[str, Any]) -> None:
+    """Mark the public operations (no key) and give every other one its 401."""
+    refused = _json(_ERROR, "Missing, wrong or expired key (InvalidKeyException)")
+    for path, operations in paths.items():
+        public = template(path) in PUBLIC_PATHS or path == "/metrics"  # metrics port: no keys
+        for operation in operations.values():
+            if public:
+                operation["security"] = []
+            else:
+                operation["responses"]["401"] = refused
+
+
 @cache
 def api_description() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
@@ -144,13 +157,14 @@ def api_description() -> dict[str, Any]:
             **_errors(404, 503),
         },
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.0.1",
         "info": {
             "title": "serve: TorchServe-compatible model server APIs",
             "version": __version__,
             "description": "Inference (8080), management (8081) and metrics (8082) APIs.",
         },
+        "security": [{"bearer": []}],
         "paths": {
             "/": {
                 "options": {
@@ -285,6 +299,24 @@ def api_description() -> dict[str, Any]:
                     "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
                 }
             },
+            "/token": {
+                "get": {
+                    "summary": "Renew the management or inference key (API key)",
+                    "parameters": [
+                        _param(
+                            "type",
+                            "query",
+                            {"type": "string", "enum": ["management", "inference"]},
+                            "Which key to renew; the new one is written to key_file.json",
+                            True,
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(_STATUS, "Renewed; the old key is refused from now on"),
+                        **_errors(400, 404),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (metrics port)",
@@ -297,5 +329,11 @@ def api_description() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {"Error": _ERROR, "Status": _STATUS}},
+        "components": {
+            "schemas": {"Error": _ERROR, "Status": _STATUS},
+            # the key from key_file.json: inference key on 8080, management key on 8081
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
+    _secured(document["paths"])
+    return document
