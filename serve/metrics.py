@@ -136,12 +136,14 @@ class ModelMetrics:
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
         """A batch left the queue (called by the batcher on the loop)."""
-        self.executions += 1
-        self.inferences += len(batch)
-        self.batch_sizes.observe(len(batch))
+        items = 0
         observe = self.queue_seconds.observe
         for request in batch:
             observe(now - request.arrival)
+            items += request.items  # KServe v1 instances and tensor rows count one by one
+        self.executions += 1
+        self.inferences += items
+        self.batch_sizes.observe(items)
         self._metrics.queue_time_ms = (now - batch[-1].arrival) * 1000
 
     def completed(self, seconds: float) -> None:

@@ -82,6 +82,7 @@ class Batcher:
         self._on_batch = on_batch
         self._on_done = on_done
         self._pending: deque[InferenceRequest] = deque()
+        self._extra = 0  # items beyond one per pending request (0 unless multi-item requests)
         self._idle: deque[Runner] = deque()
         self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
         self._in_flight = 0
@@ -113,11 +114,13 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
         pending.append(request)
+        if request.items != 1:
+            self._extra += request.items - 1
         self._drained.clear()
         now = request.arrival
         self._rate.observe(now)
         self._window.observe(len(pending) + self._in_flight, now)
-        if self._idle or len(pending) >= self.batch_size:
+        if self._idle or len(pending) + self._extra >= self.batch_size:
             self._dispatch()
 
     def add(self, runner: Runner) -> None:
@@ -163,6 +166,12 @@ class Batcher:
             return True
         return False
 
+    def _pop(self) -> InferenceRequest:
+        request = self._pending.popleft()
+        if request.items != 1:
+            self._extra -= request.items - 1
+        return request
+
     @property
     def pending(self) -> int:
         """Requests waiting in the queue."""
@@ -179,19 +188,20 @@ class Batcher:
         pending = self._pending
         while pending:
             while pending and pending[0].done:
-                pending.popleft()
+                self._pop()
             if not pending:
                 break
             now = time.monotonic()
+            items = len(pending) + self._extra
             if not self._idle:
                 # no executor is free: only a full batch may queue behind a running one
-                runner = self._queue_slot() if len(pending) >= self.batch_size else None
+                runner = self._queue_slot() if items >= self.batch_size else None
                 if runner is None:
                     break
                 self._send(runner, self._take(self.batch_size, now), now, running=False)
                 continue
             decision = decide(
-                pending=len(pending),
+                pending=items,
                 oldest_age=now - pending[0].arrival,
                 batch_size=self.batch_size,
                 max_delay=self.max_batch_delay,
@@ -211,18 +221,23 @@ class Batcher:
         self._check_drained()
 
     def _take(self, count: int, now: float) -> Batch:
+        """Up to `count` items of one kind; a request with more items than that goes alone."""
         pending = self._pending
         batch: Batch = []
-        while pending and len(batch) < count:
+        size = 0
+        while pending and size < count:
             request = pending[0]
             if request.done:
-                pending.popleft()
+                self._pop()
                 continue
-            if request.solo and batch:
-                break  # it goes alone, in the next batch
-            pending.popleft()
+            if batch and (
+                request.solo or request.kind != batch[0].kind or size + request.items > count
+            ):
+                break  # it goes in the next batch
+            self._pop()
             request.dispatched = now
             batch.append(request)
+            size += request.items
             if request.solo:
                 break
         return batch
@@ -325,7 +340,7 @@ class Batcher:
     def fail_all(self, error: ServeError) -> None:
         """Answer everything queued or running with `error`."""
         while self._pending:
-            self._pending.popleft().fail(error)
+            self._pop().fail(error)
         for flights in self._flights.values():
             for flight in flights:
                 for request in flight.batch:

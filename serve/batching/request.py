@@ -17,6 +17,11 @@ class InferenceRequest:
     The first Output (or error) resolves `future`. A streaming handler's later chunks go to
     `stream`, created when the first chunk is not final. A `solo` request (a describe call:
     BaseHandler answers it for the whole batch) always runs in a batch of its own.
+
+    `items` is how many entries of the handler's batch the request fills (KServe v1 instances,
+    rows of a tensor request; 1 for TorchServe's own APIs): the batcher counts them against
+    batch_size. `kind` names the protocol (handlers.wire): a batch holds one kind only, and
+    `payload` carries that protocol's parsed body.
     """
 
     __slots__ = (
@@ -24,7 +29,10 @@ class InferenceRequest:
         "dispatched",
         "future",
         "headers",
+        "items",
+        "kind",
         "params",
+        "payload",
         "request_id",
         "solo",
         "stream",
@@ -38,11 +46,17 @@ class InferenceRequest:
         loop: asyncio.AbstractEventLoop,
         *,
         solo: bool = False,
+        kind: int = 0,
+        payload: object = None,
+        items: int = 1,
     ) -> None:
         self.request_id = request_id
         self.params = params
         self.headers = headers
         self.solo = solo
+        self.kind = kind
+        self.payload = payload
+        self.items = items
         self.arrival = time.monotonic()
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()
