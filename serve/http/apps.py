@@ -6,7 +6,7 @@ from aiohttp import web
 
 from serve.config import Config
 from serve.frontend_metrics import StatusCounts
-from serve.http import inference, kserve_v1, management, metrics_api
+from serve.http import inference, kserve_v1, management, metrics_api, oip
 from serve.http.common import (
     CONFIG,
     METRICS,
@@ -56,7 +56,7 @@ def with_json_errors(
 
 def inference_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
     """Port 8080: ping, readiness, predictions, explanations, KServe v1 and OIP v2."""
-    routes = [*inference.routes(), *kserve_v1.routes()]
+    routes = [*inference.routes(), *kserve_v1.routes(), *oip.routes()]
     return _app(config, registry, metrics, routes, metrics.statuses)
 
 
