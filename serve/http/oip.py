@@ -8,23 +8,20 @@ answers the same way, per output as the client asks (`binary_data`, `binary_data
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from handlers.wire import KIND_OIP, Signature, TensorRequest, WireTensor
-from serve.batching.request import InferenceRequest
-from serve.errors import BadRequest, InternalError, ServeError
+from handlers.wire import TensorRequest, WireTensor
+from serve.errors import BadRequest
 from serve.http.common import CONFIG, REGISTRY
 from serve.http.inference import request_id_of
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
 from serve.models import tensors
-from serve.models.oip import model_metadata, server_metadata, server_ready
-from serve.models.predict import chunks, predict
+from serve.models.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.models.version import ModelVersion
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -90,29 +87,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, request.app[CONFIG].max_request_size)
     header, binary = _split(body, request.headers.get(HEADER_LENGTH))
     payload, wanted, all_binary = _parse(header, binary)
-    signature = version.signature
-    tensors.check_inputs(payload.inputs, signature)
-    check_outputs(wanted, signature)
     rid = request_id_of(request)
-    job = InferenceRequest(
-        rid,
-        (),
-        tuple(request.headers.items()),
-        asyncio.get_running_loop(),
-        kind=KIND_OIP,
-        payload=payload,
-        items=max(1, payload.inputs[0].rows),
-    )
-    output = await predict(version, job, url_version, started)
-    if not output.final:
-        async for item in chunks(job, output):
-            output = item
-    result = output.tensors
-    if result is None:
-        raise InternalError("The handler's answer is not an inference response")
-    if result.error:
-        raise ServeError(result.error, status=result.status)
-    outputs = select_outputs(result.outputs, wanted)
+    headers = tuple(request.headers.items())
+    outputs = await run_infer(version, payload, list(wanted), headers, rid, url_version, started)
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.version,
@@ -125,33 +102,6 @@ async def infer(request: web.Request) -> web.StreamResponse:
         rendered.append(_render(tensor, all_binary if flag is None else bool(flag), chunks_out))
     response["outputs"] = rendered
     return _reply(response, chunks_out, rid)
-
-
-def check_outputs(wanted: dict[str, bool | None], signature: Signature | None) -> None:
-    """Requested outputs must be declared ones (when the model declares its outputs)."""
-    if signature is None or not signature.outputs:
-        return
-    declared = [spec.name for spec in signature.outputs]
-    for name in wanted:
-        if name not in declared:
-            raise BadRequest(
-                f"output {name} is not an output of the model; it has {', '.join(declared)}"
-            )
-
-
-def select_outputs(
-    produced: tuple[WireTensor, ...], wanted: dict[str, Any]
-) -> tuple[WireTensor, ...]:
-    """The requested outputs in the order asked (all when none were named)."""
-    if not wanted:
-        return produced
-    by_name = {tensor.name: tensor for tensor in produced}
-    missing = [name for name in wanted if name not in by_name]
-    if missing:
-        raise BadRequest(
-            f"output {missing[0]} is not an output of the model; it has {', '.join(by_name)}"
-        )
-    return tuple(by_name[name] for name in wanted)
 
 
 def _split(body: bytearray, length: str | None) -> tuple[memoryview, memoryview]:

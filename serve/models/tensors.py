@@ -56,7 +56,13 @@ def check_datatype(datatype: Any, what: str) -> str:
 
 def from_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> WireTensor:
     """A tensor from OIP JSON `data` (flat or nested lists), packed into raw bytes."""
-    flat = _flatten(data)
+    return from_values(name, datatype, shape, _flatten(data))
+
+
+def from_values(
+    name: str, datatype: str, shape: tuple[int, ...], flat: Sequence[Any]
+) -> WireTensor:
+    """A tensor from a flat sequence of values (BYTES: str or bytes), packed into raw bytes."""
     count = element_count(shape)
     if len(flat) != count:
         raise BadRequest(
@@ -65,9 +71,12 @@ def from_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) 
     if datatype == "BYTES":
         elements: list[bytes] = []
         for item in flat:
-            if not isinstance(item, str):
+            if isinstance(item, bytes):
+                elements.append(item)
+            elif isinstance(item, str):
+                elements.append(item.encode("utf-8"))
+            else:
                 raise BadRequest(f"input {name}: BYTES data must be strings, got {item!r}")
-            elements.append(item.encode("utf-8"))
         return WireTensor(name, datatype, shape, elements)
     try:
         raw = struct.pack(f"<{count}{STRUCT_CODES[datatype]}", *flat)
