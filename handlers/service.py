@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from handlers import protocols
 from handlers.context import Context, RequestProcessor
 from handlers.errors import PredictionException
 from handlers.messages import BatchFailure, HandlerRequest, Output, Param
@@ -102,6 +101,8 @@ class Service:
     ) -> list[Output] | BatchFailure:
         """Run the handler on a batch: one Output per request, or one failure for all."""
         if batch[0].kind:  # KServe v1 or Open Inference Protocol (a batch holds one kind)
+            from handlers import protocols  # numpy: only where a protocol request comes
+
             return protocols.predict(self, batch, on_intermediate)
         data, processors, ids = _inputs(batch)
         result = self.invoke(self._entry, data, processors, ids, on_intermediate)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from handlers.context import Context, RequestProcessor
 from handlers.errors import PredictionException
 from handlers.messages import BatchFailure, HandlerRequest, Output
-from handlers.protocols import array_tensor
 from handlers.wire import Signature, TensorRequest, TensorResult, TensorSpec, WireTensor
 
 if TYPE_CHECKING:
@@ -111,13 +110,17 @@ def to_tensor(wire: WireTensor) -> Any:
 def predict(service: Service, batch: Sequence[HandlerRequest]) -> list[Output] | BatchFailure:
     """One `infer` call per group of requests whose inputs concatenate; answers in order."""
     groups: dict[object, list[int]] = {}
+    answers: list[Output | None] = [None] * len(batch)
     for idx, request in enumerate(batch):
         inputs = cast(TensorRequest, request.payload).inputs
+        uneven = _uneven_rows(inputs)
+        if uneven:  # only this request is wrong: it alone gets the error
+            answers[idx] = Output(body=b"", tensors=TensorResult(error=uneven, status=400))
+            continue
         key: object = tuple((t.name, t.datatype, t.shape[1:]) for t in inputs)
         if any(not t.shape for t in inputs):
             key = idx  # a scalar cannot be concatenated: it runs alone
         groups.setdefault(key, []).append(idx)
-    answers: list[Output | None] = [None] * len(batch)
     for members in groups.values():
         result = _run(service, [batch[i] for i in members])
         if isinstance(result, BatchFailure):
@@ -130,15 +133,11 @@ def predict(service: Service, batch: Sequence[HandlerRequest]) -> list[Output] |
 def _run(service: Service, group: list[HandlerRequest]) -> list[Output] | BatchFailure:
     import torch
 
+    from handlers.protocols import array_tensor
+
     handler = cast(TensorHandler, service.tensor_handler)
     payloads = [cast(TensorRequest, r.payload) for r in group]
     rows = [p.inputs[0].rows if p.inputs else 1 for p in payloads]
-    for payload, count in zip(payloads, rows, strict=True):
-        for wire in payload.inputs:
-            if wire.rows != count:
-                return BatchFailure(
-                    400, f"input {wire.name} has {wire.rows} rows, other inputs have {count}"
-                )
     inputs: dict[str, Any] = {}
     for position, first in enumerate(payloads[0].inputs):
         parts = [to_tensor(p.inputs[position]) for p in payloads]
@@ -187,6 +186,18 @@ def _run(service: Service, group: list[HandlerRequest]) -> list[Output] | BatchF
         )
         for processor, tensors in zip(processors, split, strict=True)
     ]
+
+
+def _uneven_rows(inputs: Sequence[WireTensor]) -> str:
+    """Why the inputs cannot be batched along dimension 0 together ("" when they can)."""
+    first = inputs[0]
+    for wire in inputs[1:]:
+        if wire.rows != first.rows:
+            return (
+                f"input {wire.name} has {wire.rows} rows (dimension 0), input {first.name} "
+                f"has {first.rows}: a tensor handler needs the same number in every input"
+            )
+    return ""
 
 
 def _rows(value: Any) -> int:

@@ -317,3 +317,17 @@ def test_binary_size_that_does_not_fit_the_shape_names_the_input(server: Server)
     status, reply = infer(server, "/v2/models/scale/infer", head + x, {HEADER: "9999"})
     assert status == 400
     assert HEADER in json.loads(reply)["error"]
+
+
+def test_tensor_inputs_with_different_row_counts_are_refused_by_name(server: Server) -> None:
+    request = {
+        "inputs": [
+            {"name": "half", "datatype": "FP16", "shape": [1, 2], "data": [1, 2]},
+            {"name": "flags", "datatype": "BOOL", "shape": [2, 2], "data": [True] * 4},
+            {"name": "ints", "datatype": "INT64", "shape": [1, 2], "data": [1, 2]},
+            {"name": "words", "datatype": "BYTES", "shape": [1], "data": ["a"]},
+        ]
+    }
+    status, body = infer_json(server, "kinds", request)
+    assert status == 400
+    assert body["error"].startswith("input flags has 2 rows"), body
