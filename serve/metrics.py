@@ -184,10 +184,14 @@ class BatchingCollector:
             "serve_executions", "Batches run by handlers", labels=labels
         )
         inferences = CounterMetricFamily(
-            "serve_inferences", "Requests run by handlers (summed over batches)", labels=labels
+            "serve_inferences",
+            "Batch items run by handlers (requests; KServe instances and tensor rows one by one)",
+            labels=labels,
         )
         sizes = HistogramMetricFamily(
-            "serve_batch_size", "Requests per batch sent to a handler", labels=labels
+            "serve_batch_size",
+            "Batch items (requests, KServe instances, tensor rows) per handler call",
+            labels=labels,
         )
         queued = HistogramMetricFamily(
             "serve_queue_seconds",
