@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
+from serve.http import oip_openapi
 
 _ERROR = {
     "type": "object",
@@ -240,6 +241,7 @@ def api_description() -> dict[str, Any]:
                     "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
                 }
             },
+            **oip_openapi.paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (metrics port)",
