@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,8 @@ import aiohttp
 import pytest
 
 from tests import oip_models
-from tests.conftest import metric_samples, poll
-from tests.support import Server, http
+from tests.conftest import MAX_LOOP_LAG, metric_samples, poll
+from tests.support import REPO, Server, http
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -331,3 +333,21 @@ def test_tensor_inputs_with_different_row_counts_are_refused_by_name(server: Ser
     status, body = infer_json(server, "kinds", request)
     assert status == 400
     assert body["error"].startswith("input flags has 2 rows"), body
+
+
+def test_the_front_doors_never_import_torch() -> None:
+    """DESIGN invariant 7: tensors cross the HTTP/gRPC layer as buffers; torch stays out."""
+    code = (
+        "import sys, serve.app, serve.http.oip, serve.http.kserve_v1, serve.grpc.oip, "
+        "serve.models.tensors; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_event_loop_was_never_blocked(server: Server) -> None:
+    lag = metric_samples(server, "serve_event_loop_lag_max_seconds")
+    assert lag, "the server exports its loop lag"
+    assert max(lag.values()) < MAX_LOOP_LAG
