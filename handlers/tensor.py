@@ -19,6 +19,7 @@ inside functions: the server imports this module for the class, not for torch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TensorHandler", "TensorSpec"]
 
+logger = logging.getLogger(__name__)
+
 _TORCH_TYPES = {
     "BOOL": "bool",
     "INT8": "int8",
@@ -48,6 +51,10 @@ _TORCH_TYPES = {
     "FP32": "float32",
     "FP64": "float64",
 }
+
+
+class RowMismatch(ValueError):
+    """An output whose dimension 0 does not match the rows of the batch."""
 
 
 class TensorHandler:
@@ -133,8 +140,6 @@ def predict(service: Service, batch: Sequence[HandlerRequest]) -> list[Output] |
 def _run(service: Service, group: list[HandlerRequest]) -> list[Output] | BatchFailure:
     import torch
 
-    from handlers.protocols import array_tensor
-
     handler = cast(TensorHandler, service.tensor_handler)
     payloads = [cast(TensorRequest, r.payload) for r in group]
     rows = [p.inputs[0].rows if p.inputs else 1 for p in payloads]
@@ -158,25 +163,14 @@ def _run(service: Service, group: list[HandlerRequest]) -> list[Output] | BatchF
         return BatchFailure(
             503, "Invalid model predict output", detail="infer must return a dict of tensors"
         )
-    split: list[list[WireTensor]] = [[] for _ in group]
-    total = sum(rows)
-    for name, value in result.items():
-        length = _rows(value)
-        if length != total:
-            return BatchFailure(
-                503,
-                "number of batch response mismatched",
-                detail=f"output {name} has {length} rows for {total} input rows",
-            )
-        start = 0
-        for idx, count in enumerate(rows):
-            part = value[start : start + count]
-            start += count
-            if isinstance(part, list):
-                elements = [x if isinstance(x, bytes) else str(x).encode() for x in part]
-                split[idx].append(WireTensor(name, "BYTES", (len(part),), elements))
-            else:
-                split[idx].append(array_tensor(name, part.detach().cpu().numpy()))
+    try:
+        split = _split_outputs(result, rows)
+    except RowMismatch as exc:
+        logger.warning("Model %s: %s", service.context.model_name, exc)
+        return BatchFailure(503, "number of batch response mismatched", detail=str(exc))
+    except (TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+        logger.warning("Model %s: unusable infer output", service.context.model_name, exc_info=True)
+        return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
     return [
         Output(
             body=b"",
@@ -186,6 +180,31 @@ def _run(service: Service, group: list[HandlerRequest]) -> list[Output] | BatchF
         )
         for processor, tensors in zip(processors, split, strict=True)
     ]
+
+
+def _split_outputs(result: Mapping[str, Any], rows: list[int]) -> list[list[WireTensor]]:
+    """Each output cut along dimension 0 into every request's rows."""
+    import torch
+
+    from handlers.protocols import array_tensor
+
+    split: list[list[WireTensor]] = [[] for _ in rows]
+    total = sum(rows)
+    for name, output in result.items():
+        value = output if isinstance(output, list | torch.Tensor) else torch.as_tensor(output)
+        length = len(value) if isinstance(value, list) else (value.shape[0] if value.dim() else -1)
+        if length != total:
+            raise RowMismatch(f"output {name} has {length} rows for {total} input rows")
+        start = 0
+        for idx, count in enumerate(rows):
+            part = value[start : start + count]
+            start += count
+            if isinstance(part, list):
+                elements = [x if isinstance(x, bytes) else str(x).encode() for x in part]
+                split[idx].append(WireTensor(name, "BYTES", (len(part),), elements))
+            else:
+                split[idx].append(array_tensor(name, part.detach().cpu().numpy()))
+    return split
 
 
 def _uneven_rows(inputs: Sequence[WireTensor]) -> str:
@@ -198,9 +217,3 @@ def _uneven_rows(inputs: Sequence[WireTensor]) -> str:
                 f"has {first.rows}: a tensor handler needs the same number in every input"
             )
     return ""
-
-
-def _rows(value: Any) -> int:
-    if isinstance(value, list):
-        return len(value)
-    return int(value.shape[0]) if value.dim() else 1

@@ -77,6 +77,16 @@ SUMS = """
         return [[total(item)] for item in data]
 """
 
+# A tensor handler without declarations that answers one row whatever it is given.
+ONE_ROW = """
+    from handlers.tensor import TensorHandler
+
+
+    class OneRow(TensorHandler):
+        def infer(self, inputs):
+            return {"y": inputs["x"][:1]}
+"""
+
 VERSION = """
     def handle(data, context):
         if data is None:
@@ -84,7 +94,7 @@ VERSION = """
         return [[float(context.manifest["model"]["modelVersion"])] for _ in data]
 """
 
-LOADED = ["scale", "kinds", "sums", "ver1", "ver2"]
+LOADED = ["scale", "kinds", "sums", "ver1", "ver2", "onerow"]
 
 
 def start(root: Path, max_request_size: int = 65536) -> Server:
@@ -94,6 +104,7 @@ def start(root: Path, max_request_size: int = 65536) -> Server:
     model_folder(store, "scale", SCALE)
     model_folder(store, "kinds", KINDS, model_config=KINDS_CONFIG)
     model_folder(store, "sums", SUMS)
+    model_folder(store, "onerow", ONE_ROW)
     model_folder(store, "ver1", VERSION, name="ver", version="1.0")
     model_folder(store, "ver2", VERSION, name="ver", version="2.0")
     config = server_config(

@@ -351,3 +351,17 @@ def test_the_event_loop_was_never_blocked(server: Server) -> None:
     lag = metric_samples(server, "serve_event_loop_lag_max_seconds")
     assert lag, "the server exports its loop lag"
     assert max(lag.values()) < MAX_LOOP_LAG
+
+
+def test_a_tensor_handler_answering_the_wrong_rows_is_a_clear_503(server: Server) -> None:
+    one = {"name": "x", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}
+    status, body = infer_json(server, "onerow", {"inputs": [one]})
+    assert status == 200
+    assert body["outputs"][0]["data"] == [1, 2]
+    two = one | {"shape": [2, 1]}
+    status, body = infer_json(server, "onerow", {"inputs": [two]})
+    assert status == 503
+    assert body == {"error": "number of batch response mismatched"}
+    scalar = one | {"shape": [], "data": [5]}  # no declaration: the server cannot refuse it
+    status, body = infer_json(server, "onerow", {"inputs": [scalar]})
+    assert status == 503, body
