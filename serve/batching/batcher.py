@@ -1,7 +1,9 @@
 """The per-model-version dynamic batcher: a bounded queue, executors, and dispatch.
 
 Everything here runs on the event loop. A batch is formed when an executor is idle, by
-applying `policy.decide`; requests whose client went away are dropped before dispatch. One
+applying `policy.decide`; requests whose client went away are dropped before dispatch.
+batch_size counts items: a request may fill several (KServe v1 instances, tensor rows), one
+with more than batch_size runs alone, and a batch holds requests of one protocol kind. One
 exception keeps executors busy without changing any batch: a *full* batch (batch_size
 requests, which waiting cannot grow) may wait in the inbox of an executor that is running
 another, so the executor starts it the moment it finishes instead of waiting for the loop.
