@@ -65,7 +65,7 @@ KINDS_CONFIG: dict[str, Any] = {
 }
 
 # A TorchServe-style handler seeing what the kservev2 envelope hands it: one nested list per
-# input; it answers the sum of each.
+# input; it answers the sum of each (negated when asked to explain).
 SUMS = """
     def handle(data, context):
         if data is None:
@@ -74,7 +74,8 @@ SUMS = """
         def total(value):
             return sum(total(v) for v in value) if isinstance(value, list) else value
 
-        return [[total(item)] for item in data]
+        sign = -1 if context.get_request_header(0, "explain") == "True" else 1
+        return [[sign * total(item)] for item in data]
 """
 
 # A tensor handler without declarations that answers one row whatever it is given.

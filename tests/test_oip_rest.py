@@ -203,6 +203,13 @@ def test_torchserve_handler_sees_the_kservev2_envelope(server: Server) -> None:
     ]
 
 
+def test_explain_sets_the_handlers_explain_header(server: Server) -> None:
+    request = {"inputs": [{"name": "a", "datatype": "INT32", "shape": [2], "data": [1, 2]}]}
+    status, reply = infer(server, "/v2/models/sums/versions/1.0/explain", request)
+    assert status == 200
+    assert json.loads(reply)["outputs"][0]["data"] == [-3]
+
+
 def test_tensor_requests_share_a_batch_along_dim_0_and_are_split_back(server: Server) -> None:
     hold = Path(server.config["model_store"]) / "scale.hold"
     url = f"{server.inference}/v2/models/scale/infer"

@@ -39,6 +39,8 @@ def routes() -> list[web.RouteDef]:
         web.get("/v2/models/{model}/versions/{version}/ready", oip_errors(model_ready)),
         web.post("/v2/models/{model}/infer", oip_errors(infer)),
         web.post("/v2/models/{model}/versions/{version}/infer", oip_errors(infer)),
+        web.post("/v2/models/{model}/explain", oip_errors(explain)),
+        web.post("/v2/models/{model}/versions/{version}/explain", oip_errors(explain)),
     ]
 
 
@@ -80,6 +82,15 @@ async def model_ready(request: web.Request) -> web.StreamResponse:
 
 async def infer(request: web.Request) -> web.StreamResponse:
     """One inference request through the model version's batcher."""
+    return await _infer(request, explain=False)
+
+
+async def explain(request: web.Request) -> web.StreamResponse:
+    """As infer, with the handler's `explain` header set (TorchServe's v2 `/explain`)."""
+    return await _infer(request, explain=True)
+
+
+async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
     info = request.match_info
     url_version = info.get("version")
     version = request.app[REGISTRY].get(info["model"], url_version)
@@ -88,7 +99,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     header, binary = _split(body, request.headers.get(HEADER_LENGTH))
     payload, wanted, all_binary = _parse(header, binary)
     rid = request_id_of(request)
-    headers = tuple(request.headers.items())
+    headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
     outputs = await run_infer(version, payload, list(wanted), headers, rid, url_version, started)
     response: dict[str, Any] = {
         "model_name": version.name,

@@ -79,4 +79,8 @@ def paths() -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/infer": _post(
             "OIP inference with a version", [_NAME, _VERSION], infer
         ),
+        "/v2/models/{model_name}/explain": _post("OIP explanation", [_NAME], infer),
+        "/v2/models/{model_name}/versions/{model_version}/explain": _post(
+            "OIP explanation with a version", [_NAME, _VERSION], infer
+        ),
     }
