@@ -67,9 +67,15 @@ KINDS_CONFIG: dict[str, Any] = {
 # A TorchServe-style handler seeing what the kservev2 envelope hands it: one nested list per
 # input; it answers the sum of each (negated when asked to explain).
 SUMS = """
+    import os
+    import time
+
     def handle(data, context):
         if data is None:
             return None
+        store = os.path.dirname(context.system_properties["model_dir"])
+        while os.path.exists(os.path.join(store, "sums.hold")):
+            time.sleep(0.01)
 
         def total(value):
             return sum(total(v) for v in value) if isinstance(value, list) else value
@@ -112,7 +118,10 @@ def start(root: Path, max_request_size: int = 65536) -> Server:
         store,
         load_models=LOADED,
         max_request_size=max_request_size,
-        models={"scale": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}}},
+        models={
+            "scale": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}},
+            "sums": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}},
+        },
     )
     server = Server(root, config)
     server.start()

@@ -254,6 +254,57 @@ def test_tensor_requests_share_a_batch_along_dim_0_and_are_split_back(server: Se
     assert count("serve_inferences_total") - inferences == 1 + sum(sizes)
 
 
+def test_torchserve_handler_requests_share_a_batch_and_get_their_own_outputs(
+    server: Server,
+) -> None:
+    hold = Path(server.config["model_store"]) / "sums.hold"
+    url = f"{server.inference}/v2/models/sums/infer"
+    key = (("model_name", "sums"), ("model_version", "1.0"))
+
+    def executions() -> float:
+        return metric_samples(server, "serve_executions_total").get(key, 0.0)
+
+    before = executions()
+    values = [1, 10, 100]
+
+    def request(value: int) -> dict[str, Any]:
+        return {
+            "id": f"r{value}",
+            "inputs": [
+                {"name": "a", "datatype": "INT64", "shape": [1, 2], "data": [value, value]},
+                {"name": "b", "datatype": "INT64", "shape": [1], "data": [value]},
+            ],
+        }
+
+    async def run() -> list[Any]:
+        async with aiohttp.ClientSession() as session:
+
+            async def send(body: dict[str, Any]) -> Any:
+                async with session.post(url, json=body) as reply:
+                    assert reply.status == 200, await reply.text()
+                    return await reply.json()
+
+            hold.touch()
+            try:
+                holder = asyncio.create_task(send(request(0)))
+                await poll(lambda: executions() > before)
+                burst = [asyncio.create_task(send(request(v))) for v in values]
+                await poll(lambda: _pending(server, "sums") == len(values))
+            finally:
+                hold.unlink()
+            await holder
+            return await asyncio.gather(*burst)
+
+    replies = asyncio.run(run())
+    for value, reply in zip(values, replies, strict=True):
+        assert reply["id"] == f"r{value}"
+        assert [(o["name"], o["data"]) for o in reply["outputs"]] == [
+            ("a", [2 * value]),
+            ("b", [value]),
+        ]
+    assert executions() - before == 2  # the held request, then all three in one handler call
+
+
 def _pending(server: Server, model: str) -> int:
     status, body = http("GET", f"{server.management}/models/{model}")
     assert status == 200
