@@ -64,7 +64,7 @@ proto: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
 		--python_betterproto2_out=serve/grpc/gen \
 		--python_betterproto2_opt=client_generation=async,server_generation=async \
-		proto/inference.proto proto/management.proto
+		proto/inference.proto proto/management.proto proto/grpc_predict_v2.proto
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=

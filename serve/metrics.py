@@ -148,12 +148,14 @@ class ModelMetrics:
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
         """A batch left the queue (called by the batcher on the loop)."""
-        self.executions += 1
-        self.inferences += len(batch)
-        self.batch_sizes.observe(len(batch))
+        items = 0
         observe = self.queue_seconds.observe
         for request in batch:
             observe(now - request.arrival)
+            items += request.items  # KServe v1 instances and tensor rows count one by one
+        self.executions += 1
+        self.inferences += items
+        self.batch_sizes.observe(items)
         self._metrics.queue_time_ms = (now - batch[-1].arrival) * 1000
 
     def completed(self, seconds: float) -> None:
@@ -209,10 +211,14 @@ class BatchingCollector:
             "serve_executions", "Batches run by handlers", labels=labels
         )
         inferences = CounterMetricFamily(
-            "serve_inferences", "Requests run by handlers (summed over batches)", labels=labels
+            "serve_inferences",
+            "Batch items run by handlers (requests; KServe instances and tensor rows one by one)",
+            labels=labels,
         )
         sizes = HistogramMetricFamily(
-            "serve_batch_size", "Requests per batch sent to a handler", labels=labels
+            "serve_batch_size",
+            "Batch items (requests, KServe instances, tensor rows) per handler call",
+            labels=labels,
         )
         queued = HistogramMetricFamily(
             "serve_queue_seconds",

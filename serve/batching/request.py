@@ -20,6 +20,11 @@ class InferenceRequest:
     BaseHandler answers it for the whole batch) always runs in a batch of its own.
     A request with a `deadline` gets a `timer` from the batcher; it is cancelled once the
     request is finished (its final output or an error), so only a late request sees it fire.
+
+    `items` is how many entries of the handler's batch the request fills (KServe v1 instances,
+    rows of a tensor request; 1 for TorchServe's own APIs): the batcher counts them against
+    batch_size. `kind` names the protocol (handlers.wire): a batch holds one kind only, and
+    `payload` carries that protocol's parsed body.
     """
 
     __slots__ = (
@@ -28,7 +33,10 @@ class InferenceRequest:
         "dispatched",
         "future",
         "headers",
+        "items",
+        "kind",
         "params",
+        "payload",
         "request_id",
         "solo",
         "stream",
@@ -44,11 +52,17 @@ class InferenceRequest:
         *,
         solo: bool = False,
         deadline: Deadline | None = None,
+        kind: int = 0,
+        payload: object = None,
+        items: int = 1,
     ) -> None:
         self.request_id = request_id
         self.params = params
         self.headers = headers
         self.solo = solo
+        self.kind = kind
+        self.payload = payload
+        self.items = items
         self.arrival = time.monotonic()
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()

@@ -31,6 +31,7 @@ from serve.config import Address, Config, ConfigError
 from serve.grpc.errors import guarded
 from serve.grpc.inference import CALL_DEADLINE, InferenceService
 from serve.grpc.management import ManagementService
+from serve.grpc.oip import OipService
 from serve.models.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -183,26 +184,27 @@ async def start_grpc(
 
     Returns the bound addresses and the gates (closing a gate refuses new RPCs at once).
     """
-    services: list[tuple[str, Address, Servable, Kind]] = [
+    services: list[tuple[str, Address, list[Servable], Kind]] = [
         (
             "gRPC Inference API",
             config.grpc_inference_address,
-            InferenceService(registry),
+            [InferenceService(registry), OipService(registry)],
             "inference",
         ),
         (
             "gRPC Management API",
             config.grpc_management_address,
-            ManagementService(config, registry),
+            [ManagementService(config, registry)],
             "management",
         ),
     ]
     started: list[tuple[Gate, Server]] = []
     stack.push_async_callback(_stop, started, grace)
     bound: list[tuple[str, Address]] = []
-    for label, address, service, kind in services:
+    for label, address, servables, kind in services:
         gate = Gate(None if tokens is None else (tokens, kind), access)
-        server = Server([_Gated(service, gate)], codec=LimitedCodec(config.max_request_size))
+        gated = [_Gated(service, gate) for service in servables]
+        server = Server(gated, codec=LimitedCodec(config.max_request_size))
         sock = _bind(address)
         await server.start(sock=sock)
         started.append((gate, server))

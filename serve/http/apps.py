@@ -10,7 +10,7 @@ from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_path
 from serve.config import Config
 from serve.frontend_metrics import StatusCounts
-from serve.http import inference, management, metrics_api, tokens_api
+from serve.http import inference, kserve_v1, management, metrics_api, oip, tokens_api
 from serve.http.common import (
     CONFIG,
     GUARDED,
@@ -104,9 +104,14 @@ def _auth(tokens: Tokens | None, rule: KeyRule) -> tuple[Tokens, KeyRule] | None
 def inference_app(
     config: Config, registry: Registry, metrics: ServerMetrics, tokens: Tokens | None = None
 ) -> web.Application:
-    """Port 8080: ping, readiness, predictions, explanations (the inference key)."""
+    """Port 8080: ping, readiness, predictions, explanations, KServe v1 and OIP v2 (the
+    inference key)."""
     auth = _auth(tokens, _one("inference"))
-    return _app(config, registry, metrics, inference.routes(), metrics.statuses, auth)
+    return _app(config, registry, metrics, _inference_routes(), metrics.statuses, auth)
+
+
+def _inference_routes() -> list[web.RouteDef]:
+    return [*inference.routes(), *kserve_v1.routes(), *oip.routes()]
 
 
 def _management_routes() -> list[web.RouteDef]:
@@ -135,7 +140,7 @@ def api_app(
 
     Each route keeps its own API's key; a path neither serves takes either key."""
     # the inference routes go first: `/models/{model}/invoke` must not be taken for a version
-    inference_routes = inference.routes()
+    inference_routes = _inference_routes()
     shared = {(r.method, r.path) for r in inference_routes}
     routes = [r for r in _management_routes() if (r.method, r.path) not in shared]
     inference_paths = {r.path for r in inference_routes}

@@ -94,7 +94,7 @@ def json_errors(
         except ServeError as error:
             response = error_response(error)
         except web.HTTPException as exc:
-            response = error_response(_from_http(exc))
+            response = error_response(from_http(exc))
         except Exception:
             logger.exception("Unhandled error on %s %s", request.method, request.path)
             response = error_response(InternalError("Internal server error; see the server log"))
@@ -116,7 +116,7 @@ async def method_not_allowed(request: web.Request) -> web.StreamResponse:
     raise MethodNotAllowed("Requested method is not allowed, please refer to API document.")
 
 
-def _from_http(exc: web.HTTPException) -> ServeError:
+def from_http(exc: web.HTTPException) -> ServeError:
     if exc.status == 404:
         return NotFound("Requested resource is not found, please refer to API document.")
     if exc.status == 405:

@@ -163,7 +163,7 @@ async def _infer(
         if query_inputs and request.query:
             query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
             params = (*query, *params)
-        request_id = _request_id(request)
+        request_id = request_id_of(request)
         headers = (
             *request.headers.items(),
             ("explain", "True" if explain else "False"),
@@ -181,7 +181,8 @@ async def _infer(
         raise
 
 
-def _request_id(request: web.Request) -> str:
+def request_id_of(request: web.Request) -> str:
+    """The client's x-request-id when it is usable, else a fresh id."""
     given = request.headers.get("x-request-id")
     if given is not None and _REQUEST_ID.match(given):
         return given

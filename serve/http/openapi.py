@@ -7,6 +7,7 @@ from typing import Any
 
 from serve import __version__
 from serve.auth.public import PUBLIC_PATHS, template
+from serve.http import oip_openapi
 
 _ERROR = {
     "type": "object",
@@ -317,6 +318,7 @@ def api_description() -> dict[str, Any]:
                     },
                 }
             },
+            **oip_openapi.paths(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (metrics port)",

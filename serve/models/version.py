@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from handlers.loader import ServiceSpec
+from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
+from serve.models.tensors import signature_from_yaml
 from serve.workers.pool import Pool
 from serve.workers.threads import ThreadBudget
 
@@ -50,6 +52,7 @@ class ModelVersion:
         metrics: ServerMetrics,
         loaded_at_startup: bool,
     ) -> None:
+        self._declared = signature_from_yaml(archive.yaml_config)  # first: it may refuse the model
         self.archive = archive
         self.name = name
         self.version = archive.version
@@ -86,6 +89,16 @@ class ModelVersion:
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
         self.routing: Routing | None = None  # its model's split, set by the registry
+
+    @property
+    def signature(self) -> Signature | None:
+        """Declared inputs and outputs: model-config.yaml's, else the loaded tensor handler's."""
+        if self._declared is not None:
+            return self._declared
+        for executor in self.pool.executors:
+            if executor.signature is not None:
+                return executor.signature
+        return None
 
     def _spec_for(self, device: int | None) -> ServiceSpec:
         return ServiceSpec(

@@ -20,6 +20,7 @@ from typing import Any
 from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
+from handlers.wire import Signature
 from serve.batching.request import InferenceRequest
 from serve.workers.threads import ExecutorThreads, ThreadBudget
 
@@ -50,6 +51,7 @@ class Executor:
         self.retiring = False
         self.started_at = datetime.now(UTC)
         self.load_seconds: float | None = None
+        self.signature: Signature | None = None  # what a tensor handler declares, once loaded
         self._spec = spec
         self._budget = budget
         self._loop = loop
@@ -89,6 +91,7 @@ class Executor:
             self._post(self._on_exit, self)
             return
         self.load_seconds = time.monotonic() - started
+        self.signature = service.signature  # published to the loop by the on_loaded call
         self._post(self._on_loaded, self, None)
         try:
             self._serve(service, stream)
