@@ -34,6 +34,7 @@ from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
 from serve.restore import restore
 from serve.snapshots import Snapshots, snapshot_folder
+from serve.traffic_snapshot import restore_traffic, traffic_fields
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
@@ -115,11 +116,14 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
         restored = await restore(registry, config)
-        for name, split in config.traffic.items():
-            try:
-                registry.set_traffic(name, split)
-            except ServeError as exc:
-                raise ConfigError(f"models.{name}.traffic", exc.message) from exc
+        if config.model_snapshot:  # its splits win over the config's, as its models do
+            _restore_splits(registry, config)
+        else:
+            for name, split in config.traffic.items():
+                try:
+                    registry.set_traffic(name, split)
+                except ServeError as exc:
+                    raise ConfigError(f"models.{name}.traffic", exc.message) from exc
         # the management port logs query strings (parameters); the others paths only
         listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
             ("Inference API", config.inference_address, inference_app, False),
@@ -159,7 +163,9 @@ def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Sna
     """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
     if config.no_config_snapshots:
         return None
-    snapshots = Snapshots(config, registry, snapshot_folder(config))
+    snapshots = Snapshots(
+        config, registry, snapshot_folder(config), extra_fields=[traffic_fields(registry)]
+    )
     # runs after the APIs have drained and before the models close
     stack.push_async_callback(snapshots.shutdown)
     registry.listeners.append(snapshots.changed)
@@ -192,6 +198,17 @@ async def _tokens(config: Config) -> Tokens | None:
             kind,
         )
     return tokens
+
+
+def _restore_splits(registry: Registry, config: Config) -> None:
+    """The snapshot's splits, which win over serve.yaml's (as its models replace load_models)."""
+    restore_traffic(registry, config.model_snapshot)
+    if config.traffic:
+        logger.info(
+            "Not applying the traffic split(s) of models.%s.traffic in the config: the config "
+            "snapshot's splits are restored instead (start with --ncs to use the config's)",
+            ", models.".join(sorted(config.traffic)),
+        )
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:

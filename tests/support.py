@@ -85,9 +85,7 @@ class Server:
         config_args = ["--config", str(path)] if self.yaml_config else []
         if self.yaml_config:
             path.write_text(yaml.safe_dump(self.config))
-        # this checkout's code, whatever the virtualenv has installed
-        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**serve_env(), "PYTHONUNBUFFERED": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serve", *config_args, *args],
@@ -139,16 +137,22 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def run_serve(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m serve ARGS` with this checkout's code (not the installed package's)."""
+def serve_env() -> dict[str, str]:
+    """The environment with this checkout first on PYTHONPATH: this checkout's code runs,
+    whichever checkout the virtualenv has installed."""
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path}
+
+
+def run_serve(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m serve ARGS` to its end; its exit code and output (text) are returned."""
     return subprocess.run(
         [sys.executable, "-m", "serve", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": python_path},
+        env=serve_env(),
     )
 
 

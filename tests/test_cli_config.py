@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests import handlers_src as src
-from tests.support import REPO, Server, http, model_folder, server_config
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # this checkout's code, not whichever checkout the virtualenv has installed
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": python_path},
-    )
+from tests.support import Server, http, model_folder, run_serve, server_config
 
 
 def write(path: Path, config: dict[str, object]) -> Path:
@@ -34,7 +18,7 @@ def write(path: Path, config: dict[str, object]) -> Path:
 
 
 def test_help_explains_every_flag(tmp_path: Path) -> None:
-    result = run_cli("--help", cwd=tmp_path)
+    result = run_serve("--help", cwd=tmp_path)
     assert result.returncode == 0
     for flag in (
         "--config",
@@ -92,7 +76,7 @@ def test_config_errors_name_the_key_and_exit_2_before_binding(
     (tmp_path / "store").mkdir()
     port = _bound_port()
     full = {"model_store": "store", "inference_address": f"127.0.0.1:{port}", **config}
-    result = run_cli("--config", str(write(tmp_path / "serve.yaml", full)), cwd=tmp_path)
+    result = run_serve("--config", str(write(tmp_path / "serve.yaml", full)), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert key in result.stderr
     assert fragment in result.stderr
@@ -104,7 +88,7 @@ def test_a_broken_startup_archive_is_a_config_error(tmp_path: Path) -> None:
     store.mkdir()
     (store / "broken.mar").write_bytes(b"this is not a zip")
     config = server_config(store, load_models=["broken.mar"])
-    result = run_cli("--config", str(write(tmp_path / "serve.yaml", config)), cwd=tmp_path)
+    result = run_serve("--config", str(write(tmp_path / "serve.yaml", config)), cwd=tmp_path)
     assert result.returncode == 2
     assert "load_models[0]" in result.stderr
     assert "broken.mar" in result.stderr
@@ -115,11 +99,11 @@ def test_a_broken_startup_archive_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_unreadable_or_invalid_config_files(tmp_path: Path) -> None:
-    result = run_cli("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    result = run_serve("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "cannot read" in result.stderr
     (tmp_path / "bad.yaml").write_text("a: [unclosed")
-    result = run_cli("--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
+    result = run_serve("--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "not valid YAML" in result.stderr
 

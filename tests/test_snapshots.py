@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     ManagementApIsServiceStub,
     ScaleWorkerRequest,
 )
-from serve.properties import parse_properties
+from serve.models.traffic import Split
+from serve.properties import escape_value, parse_properties
 from tests import handlers_src as src
 from tests.support import Server, http, model_folder, server_config
 
@@ -292,3 +294,131 @@ def test_a_snapshot_written_by_torchserve_is_restored(tmp_path: Path) -> None:
         }
     finally:
         assert server.stop() == 0, server.log()
+
+
+# --- traffic splits --------------------------------------------------------------------------
+
+SPLIT = {"1.0": 75, "2.0": 25, "shadow": {"2.0": 25}}
+ROUTING_KEYS = [f"user-{i}" for i in range(48)]
+
+
+def routed(server: Server, keys: list[str]) -> dict[str, str | None]:
+    """The version that answered each unversioned request, sent with its routing key."""
+    found = {}
+    for key in keys:
+        status, body, headers = _predict(f"{server.inference}/predictions/m", key)
+        assert status == 200, (key, status, body)
+        found[key] = headers.get("X-Model-Version")
+        assert json.loads(body) == {"version": found[key]}
+    return found
+
+
+def _predict(url: str, key: str) -> tuple[int, bytes, Any]:
+    request = urllib.request.Request(url, b"x", {"X-Routing-Key": key}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, response.read(), response.headers
+
+
+def has_split(models: dict[str, Any]) -> bool:
+    return any("trafficWeight" in v for v in models.get("m", {}).values())
+
+
+def test_a_restart_restores_the_traffic_split_over_the_config_one(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store)
+    # serve.yaml's split is the starting point; the one set through the API must win on restart
+    config = server_config(
+        store,
+        enable_model_api=True,
+        load_models=["m-v1"],
+        models={"m": {"traffic": {"1.0": 100}}},
+    )
+    first = Server(tmp_path, config)
+    first.start()
+    try:
+        first.wait_ready()
+        m = first.management
+        call("POST", f"{m}/models?url=m-v2&initial_workers=1&synchronous=true")
+        status, body = http("PUT", f"{m}/models/m/traffic", json.dumps(SPLIT).encode(), timeout=60)
+        assert status == 200, body
+        # the change itself is saved, before any shutdown snapshot
+        assert saved_models(snapshots(tmp_path)[0])["m"]["1.0"]["trafficWeight"] == 100
+        saved = saved_models(
+            wait_for_snapshot(tmp_path, lambda ms: "trafficWeight" in ms["m"].get("2.0", {}))
+        )
+        assert saved["m"]["1.0"]["trafficWeight"] == 75
+        assert (saved["m"]["2.0"]["trafficWeight"], saved["m"]["2.0"]["shadowPercent"]) == (25, 25)
+        assert "shadowPercent" not in saved["m"]["1.0"]
+    finally:
+        assert first.stop() == 0, first.log()
+    assert has_split(saved_models(snapshots(tmp_path)[-1]))
+
+    second = Server(tmp_path, config)
+    second.start()
+    try:
+        second.wait_ready()
+        m = second.management
+        assert call("GET", f"{m}/models/m/traffic") == SPLIT
+        assert call("GET", f"{m}/models/m")[0]["trafficSplit"] == SPLIT
+        split = Split.from_dict(SPLIT)
+        expected = {key: split.choose(key) for key in ROUTING_KEYS}
+        assert set(expected.values()) == {"1.0", "2.0"}  # the keys reach both versions
+        assert routed(second, ROUTING_KEYS) == expected
+    finally:
+        assert second.stop() == 0, second.log()
+    assert "Not applying the traffic split(s) of models.m.traffic" in second.log()
+
+    # 2.0's archive is gone: the split keeps what was restored, and a DELETE is saved
+    shutil.rmtree(store / "m-v2")
+    third = Server(tmp_path, config)
+    third.start()
+    try:
+        third.wait_ready()
+        m = third.management
+        assert call("GET", f"{m}/models/m/traffic") == {"1.0": 75}
+        assert set(routed(third, ROUTING_KEYS[:8]).values()) == {"1.0"}
+        call("DELETE", f"{m}/models/m/traffic")
+        wait_for_snapshot(tmp_path, lambda models: "m" in models and not has_split(models))
+    finally:
+        assert third.stop() == 0, third.log()
+    assert "Cannot restore model m/2.0 from m-v2" in third.log()
+    assert "Traffic split of model m: dropping version(s) 2.0" in third.log()
+
+
+def _snapshot_version(default: bool, mar: str, **extra: Any) -> dict[str, Any]:
+    return {**_torchserve_version(default, mar, 1), **extra}
+
+
+def test_a_split_left_without_weight_falls_back_to_the_default_version(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_store(store)
+    models = {
+        "m": {  # the only weighted version did not come back
+            "1.0": _snapshot_version(True, "m-v1", trafficWeight=0),
+            "2.0": _snapshot_version(False, "m-gone", trafficWeight=100, shadowPercent=10),
+        },
+        "echo": {"1.0": _snapshot_version(True, "echo", trafficWeight="lots")},
+        "gone": {"1.0": _snapshot_version(True, "gone", trafficWeight=100)},
+    }
+    saved = {"name": "20240101000000000-shutdown.cfg", "modelCount": 4, "models": models}
+    folder = tmp_path / "logs" / "config"
+    folder.mkdir(parents=True)
+    (folder / saved["name"]).write_text(f"model_snapshot={escape_value(json.dumps(saved))}\n")
+    server = Server(tmp_path, server_config(store))
+    server.start()
+    try:
+        server.wait_ready()
+        m = server.management
+        assert call("GET", f"{m}/models/m/traffic") == {"1.0": 100}
+        assert "trafficSplit" not in call("GET", f"{m}/models/m")[0]
+        assert set(routed(server, ROUTING_KEYS[:8]).values()) == {"1.0"}
+        assert call("GET", f"{m}/models/echo/traffic") == {"1.0": 100}
+        assert http("POST", f"{server.inference}/predictions/echo", b"x")[0] == 200
+    finally:
+        assert server.stop() == 0, server.log()
+    log = server.log()
+    assert "Traffic split of model m: dropping version(s) 2.0" in log
+    assert "Cannot restore the traffic split of model m (" in log
+    assert "version 1.0 takes all its traffic" in log
+    assert "Cannot restore the traffic split of model echo (weight must be an integer" in log
+    assert "Cannot restore the traffic split of model gone: it was not restored" in log

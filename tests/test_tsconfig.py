@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.management import (
 )
 from serve.properties import parse_properties
 from tests import handlers_src as src
-from tests.support import REPO, Server, free_port, http, model_folder, server_config
+from tests.support import Server, free_port, http, model_folder, run_serve, server_config
 
 IGNORED_LINE = "TorchServe keys ignored here"
 
@@ -68,21 +65,6 @@ def describe(server: Server, model: str) -> list[dict[str, Any]]:
     for item in bodies:
         item["workers"] = len(item["workers"])
     return bodies
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    full_env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
-    )
 
 
 async def grpc_model_names(address: str) -> list[str]:
@@ -261,7 +243,7 @@ def test_a_malformed_value_names_the_key_and_exits_2_unbound(
     ports = addresses()
     path = tmp_path / "config.properties"
     path.write_text(properties(ports, f"model_store={tmp_path / 'store'}\n{line}\n"))
-    result = run_cli("--ts-config", str(path), cwd=tmp_path)
+    result = run_serve("--ts-config", str(path), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "configuration error" in result.stderr
     assert key in result.stderr, result.stderr
@@ -299,7 +281,7 @@ def test_yaml_and_properties_together_are_refused(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("job_queue_size: 3\n")
     (tmp_path / "c.properties").write_text("job_queue_size=3\n")
     args = ("--config", "c.yaml", "--ts-config", "c.properties")
-    result = run_cli(*args, cwd=tmp_path)
+    result = run_serve(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert "--ts-config" in result.stderr
     assert "not both" in result.stderr

@@ -210,11 +210,13 @@ def set_traffic(registry: Registry, name: str, raw: Any) -> Reply:
         where = f"Traffic split entry {exc.key!r}: " if exc.key else "Traffic split: "
         raise BadRequest(where + exc.message) from None
     registry.set_traffic(name, split)
+    registry.changed()
     return Reply(f'Traffic split updated for model "{name}"')
 
 
 def clear_traffic(registry: Registry, name: str) -> Reply:
     """Send unversioned traffic to the default version alone."""
     registry.clear_traffic(name)
+    registry.changed()
     default = registry.get(name, routed=False).version
     return Reply(f'Traffic split removed for model "{name}": version {default} takes all')
