@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TS_VENV := benchmarks/.venv-torchserve
 TS_STAMP := $(TS_VENV)/.installed-stamp
 
-.PHONY: install run digits test lint format proto bench bench-setup clean
+.PHONY: install run digits test lint format proto bench bench-setup image clean
 
 install: $(STAMP)
 
@@ -85,6 +85,17 @@ $(BENCH_STAMP): $(STAMP)
 # wrk drives the load when installed (apt-get install wrk), else the built-in asyncio client.
 bench: install bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The container image (deploy/Dockerfile) with the first builder found: podman, buildah, docker.
+IMAGE ?= pytorch-serve:latest
+IMAGE_ARGS ?=
+
+image:
+	@builder=$$(command -v podman || command -v buildah || command -v docker); \
+	if [ -z "$$builder" ]; then echo "make image: needs podman, buildah or docker" >&2; exit 2; fi; \
+	case "$$builder" in *buildah) sub=bud ;; *) sub=build ;; esac; \
+	echo "$$builder $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) ."; \
+	"$$builder" $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
 clean:
 	rm -rf $(VENV) $(TS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache

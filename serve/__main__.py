@@ -19,6 +19,14 @@ from serve.config import Config, ConfigError, load_config
 from serve.snapshots import latest, snapshot_folder
 from serve.tsconfig import load_ts_config
 
+_ADDRESS_FLAGS = {
+    "inference_address": "inference API",
+    "management_address": "management API",
+    "metrics_address": "metrics API",
+    "grpc_inference_address": "gRPC inference API",
+    "grpc_management_address": "gRPC management API",
+}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The CLI flags; each overrides the matching key of the config file."""
@@ -76,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="no config snapshots: neither restore the newest one nor write any",
     )
+    for key, what in _ADDRESS_FLAGS.items():
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            metavar="HOST:PORT",
+            help=f"{what} address, overriding the config file's {key}",
+        )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (config key log_level)")
     parser.add_argument("--version", action="version", version=f"serve {__version__}")
     return parser.parse_args(argv)
@@ -96,6 +110,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         values["no_config_snapshots"] = True
     if args.log_level is not None:
         values["log_level"] = args.log_level
+    for key in _ADDRESS_FLAGS:
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
     return values
 
 
