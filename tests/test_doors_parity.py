@@ -321,3 +321,32 @@ def test_queued_v1_and_oip_requests_past_their_deadline_get_504_and_never_run(
     run(main())
     assert model.calls() == ["first", "after"], "an expired request reached the handler"
     run(poll(lambda: _passed_queued(server) >= before + 3))
+
+
+def test_openapi_declares_the_timeout_and_routing_headers_on_the_new_inference_paths(
+    server: Server,
+) -> None:
+    status, raw = http("GET", f"{server.inference}/api-description")
+    assert status == 200
+    paths = json.loads(raw)["paths"]
+
+    def headers(path: str) -> set[str]:
+        params = paths[path]["post"]["parameters"]
+        return {p["name"] for p in params if p["in"] == "header"}
+
+    both = {"X-Request-Timeout", "X-Routing-Key"}
+    for path in (
+        "/predictions/{model_name}",
+        "/v1/models/{model_name}:predict",
+        "/v1/models/{model_name}:explain",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/explain",
+    ):
+        assert headers(path) == both, path
+        assert "504" in paths[path]["post"]["responses"], path
+    for path in (
+        "/predictions/{model_name}/{model_version}",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/explain",
+    ):
+        assert headers(path) == {"X-Request-Timeout"}, path  # a named version is not routed
