@@ -27,7 +27,7 @@ import orjson
 from grpclib.metadata import Deadline as CallDeadline
 
 from handlers.messages import Param
-from serve.batching.deadline import GRPC_SOURCE, choose
+from serve.batching.deadline import GRPC_SOURCE, Deadline, choose
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
@@ -206,14 +206,17 @@ class InferenceService(InferenceApIsServiceBase):
         if message.sequence_id:
             headers = ((SEQUENCE_HEADER, message.sequence_id),)
         started = time.monotonic()
-        call_deadline = CALL_DEADLINE.get()
-        client = None
-        if call_deadline is not None:
-            client = max(0.0, call_deadline.time_remaining() - DEADLINE_MARGIN)
-        deadline = choose(started, client, GRPC_SOURCE, self._registry.config.max_request_time)
+        deadline = call_deadline(started, self._registry.config.max_request_time)
         loop = asyncio.get_running_loop()
         job = InferenceRequest(new_request_id(), params, headers, loop, deadline=deadline)
         return version, job, started
+
+
+def call_deadline(started: float, max_request_time: float | None) -> Deadline | None:
+    """The deadline of a request made now: the call's (less the margin) or max_request_time."""
+    given = CALL_DEADLINE.get()
+    client = None if given is None else max(0.0, given.time_remaining() - DEADLINE_MARGIN)
+    return choose(started, client, GRPC_SOURCE, max_request_time)
 
 
 def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import grpclib.const
+import grpclib.server
+
 from handlers.wire import TensorRequest, WireTensor
 from serve.batching.request import new_request_id
-from serve.errors import BadRequest
+from serve.errors import BadRequest, ServeError
+from serve.grpc.errors import grpc_error, grpc_status
 from serve.grpc.gen.inference import (
     GrpcInferenceServiceBase,
     InferParameter,
@@ -39,10 +43,14 @@ from serve.grpc.gen.inference import (
     ServerReadyRequest,
     ServerReadyResponse,
 )
+from serve.grpc.inference import MODEL_VERSION, call_deadline
 from serve.models import tensors
 from serve.models.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
+
+_INFER = "/inference.GRPCInferenceService/ModelInfer"
+InferStream = grpclib.server.Stream[ModelInferRequest, ModelInferResponse]
 
 # Which typed `contents` field carries each datatype (FP16 has none: it must come raw).
 _CONTENTS = {
@@ -66,6 +74,32 @@ class OipService(GrpcInferenceServiceBase):
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self._routing_header = registry.config.routing_header.lower()
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping = super().__mapping__()
+        mapping[_INFER] = mapping[_INFER]._replace(func=self._model_infer)
+        return mapping
+
+    async def _model_infer(self, stream: InferStream) -> None:
+        """ModelInfer served from the stream: the routing key comes from the call's metadata,
+        and the trailing metadata names the version that answered (`x-model-version`), on
+        errors too once a version was chosen."""
+        message = await stream.recv_message()
+        assert message is not None  # grpclib ends a unary call without a message itself
+        key = stream.metadata.get(self._routing_header) if stream.metadata else None
+        key = key if isinstance(key, str) and not message.model_version else None
+        version = self._version(message.model_name, message.model_version, key, routed=True)
+        trailer = {MODEL_VERSION: version.version}
+        try:
+            response = await self._infer(version, message)
+        except ServeError as error:
+            await stream.send_trailing_metadata(
+                status=grpc_status(error.status), status_message=error.message, metadata=trailer
+            )
+            raise grpc_error(error) from error  # for the access log: the trailers are sent
+        await stream.send_message(response)
+        await stream.send_trailing_metadata(metadata=trailer)
 
     async def server_live(self, message: ServerLiveRequest) -> ServerLiveResponse:
         """The server answers: it is live."""
@@ -99,13 +133,17 @@ class OipService(GrpcInferenceServiceBase):
 
     async def model_infer(self, message: ModelInferRequest) -> ModelInferResponse:
         """One inference request through the version's batcher; outputs as raw contents."""
+        version = self._version(message.model_name, message.model_version, routed=True)
+        return await self._infer(version, message)
+
+    async def _infer(self, version: ModelVersion, message: ModelInferRequest) -> ModelInferResponse:
         url_version = message.model_version or None
-        version = self._version(message.model_name, message.model_version)
         started = time.monotonic()
+        deadline = call_deadline(started, self._registry.config.max_request_time)
         payload = _payload(message)
         wanted = [output.name for output in message.outputs]
         rid = new_request_id()
-        outputs = await run_infer(version, payload, wanted, (), rid, url_version, started)
+        outputs = await run_infer(version, payload, wanted, (), rid, url_version, started, deadline)
         return ModelInferResponse(
             model_name=version.name,
             model_version=version.version,
@@ -131,10 +169,14 @@ class OipService(GrpcInferenceServiceBase):
         """Not served: models are unregistered through the management API."""
         raise BadRequest("Use the management API (DELETE /models/{model}) to unregister models")
 
-    def _version(self, name: str, version: str) -> ModelVersion:
+    def _version(
+        self, name: str, version: str, key: str | None = None, *, routed: bool = False
+    ) -> ModelVersion:
+        """The named version; else, `routed` (inference), the split's pick for `key`, else the
+        default (metadata and readiness describe the default whatever the split)."""
         if not name:
             raise BadRequest("The model name is required")
-        return self._registry.get(name, version or None)
+        return self._registry.get(name, version or None, key, routed=routed)
 
 
 def _payload(message: ModelInferRequest) -> TensorRequest:

@@ -4,6 +4,9 @@ Health, server and model metadata, model readiness and inference, with and witho
 `/versions/{v}`. Inference takes JSON tensors and the binary tensor extension
 (`Inference-Header-Content-Length`: the JSON header, then each binary input in order) and
 answers the same way, per output as the client asks (`binary_data`, `binary_data_output`).
+Inference without a version follows the model's traffic split (sticky by the routing header)
+and answers `X-Model-Version`; metadata and readiness describe the default version.
+`X-Request-Timeout` bounds a request as on /predictions.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import orjson
 from aiohttp import web
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.errors import BadRequest
+from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
+from serve.errors import BadRequest, ServeError
 from serve.http.common import CONFIG, REGISTRY
-from serve.http.inference import request_id_of
+from serve.http.inference import MODEL_VERSION, request_id_of
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
 from serve.models import tensors
@@ -61,8 +65,9 @@ async def ready(request: web.Request) -> web.StreamResponse:
 
 
 def _version(request: web.Request) -> ModelVersion:
+    """The named version, else the default one (metadata ignores the traffic split)."""
     info = request.match_info
-    return request.app[REGISTRY].get(info["model"], info.get("version"))
+    return request.app[REGISTRY].get(info["model"], info.get("version"), routed=False)
 
 
 async def model(request: web.Request) -> web.StreamResponse:
@@ -93,14 +98,24 @@ async def explain(request: web.Request) -> web.StreamResponse:
 async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
     info = request.match_info
     url_version = info.get("version")
-    version = request.app[REGISTRY].get(info["model"], url_version)
+    config = request.app[CONFIG]
+    key = None if url_version else request.headers.get(config.routing_header)
+    version = request.app[REGISTRY].get(info["model"], url_version, key)
     started = time.monotonic()
-    body = await read_body(request, request.app[CONFIG].max_request_size)
-    header, binary = _split(body, request.headers.get(HEADER_LENGTH))
-    payload, wanted, all_binary = _parse(header, binary)
-    rid = request_id_of(request)
-    headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
-    outputs = await run_infer(version, payload, list(wanted), headers, rid, url_version, started)
+    try:
+        client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
+        deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
+        body = await read_body(request, config.max_request_size)
+        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
+        payload, wanted, all_binary = _parse(header, binary)
+        rid = request_id_of(request)
+        headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
+        outputs = await run_infer(
+            version, payload, list(wanted), headers, rid, url_version, started, deadline
+        )
+    except ServeError as error:  # the answer names the version even when it is an error
+        error.headers = {**error.headers, MODEL_VERSION: version.version}
+        raise
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.version,
@@ -112,7 +127,7 @@ async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
         flag = wanted.get(tensor.name)
         rendered.append(_render(tensor, all_binary if flag is None else bool(flag), chunks_out))
     response["outputs"] = rendered
-    return _reply(response, chunks_out, rid)
+    return _reply(response, chunks_out, {"x-request-id": rid, MODEL_VERSION: version.version})
 
 
 def _split(body: bytearray, length: str | None) -> tuple[memoryview, memoryview]:
@@ -196,12 +211,12 @@ def _render(tensor: WireTensor, binary: bool, chunks_out: list[Any]) -> dict[str
     return out
 
 
-def _reply(response: dict[str, Any], binary: list[Any], rid: str) -> web.Response:
+def _reply(response: dict[str, Any], binary: list[Any], headers: dict[str, str]) -> web.Response:
     if not binary:
-        return json_reply(response, headers={"x-request-id": rid})
+        return json_reply(response, headers=headers)
     header = orjson.dumps(response)
     return web.Response(
         body=b"".join([header, *binary]),
         content_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(header)), "x-request-id": rid},
+        headers={HEADER_LENGTH: str(len(header)), **headers},
     )

@@ -20,6 +20,8 @@ def _reply(description: str, *errors: int) -> dict[str, Any]:
                 404: "Model or version not found",
                 413: "Request body larger than max_request_size",
                 503: "Not ready, queue full or no worker",
+                504: "The request deadline (X-Request-Timeout or max_request_time) passed, "
+                "or the model did not answer within response_timeout",
             }[code],
             "content": {"application/json": {"schema": _ERROR}},
         }
@@ -44,23 +46,26 @@ def _post(summary: str, params: list[dict[str, Any]], request: str) -> dict[str,
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 },
             },
-            "responses": _reply(summary, 400, 404, 413, 503),
+            "responses": _reply(summary, 400, 404, 413, 503, 504),
         }
     }
 
 
-def paths() -> dict[str, Any]:
-    """Path items keyed by path."""
+def paths(timeout: dict[str, Any], routing: dict[str, Any]) -> dict[str, Any]:
+    """Path items keyed by path; inference takes the `timeout` header parameter, and the
+    `routing` one too when no version is named (as /predictions)."""
+    unversioned = [_NAME, timeout, routing]
+    versioned = [_NAME, _VERSION, timeout]
     infer = "OIP inference request; binary tensors after a JSON header of "
     infer += "Inference-Header-Content-Length bytes"
     return {
         "/v1/models": {"get": {"summary": "KServe v1 model list", "responses": _reply("Models")}},
         "/v1/models/{model_name}": _get("KServe v1 model readiness", False, 404, 503),
         "/v1/models/{model_name}:predict": _post(
-            "KServe v1 predict", [_NAME], '{"instances": [...]}'
+            "KServe v1 predict", unversioned, '{"instances": [...]}'
         ),
         "/v1/models/{model_name}:explain": _post(
-            "KServe v1 explain", [_NAME], '{"instances": [...]}'
+            "KServe v1 explain", unversioned, '{"instances": [...]}'
         ),
         "/v2": {"get": {"summary": "OIP server metadata", "responses": _reply("Metadata")}},
         "/v2/health/live": {"get": {"summary": "OIP liveness", "responses": _reply("Live")}},
@@ -75,12 +80,12 @@ def paths() -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             "OIP model version readiness", True, 404, 503
         ),
-        "/v2/models/{model_name}/infer": _post("OIP inference", [_NAME], infer),
+        "/v2/models/{model_name}/infer": _post("OIP inference", unversioned, infer),
         "/v2/models/{model_name}/versions/{model_version}/infer": _post(
-            "OIP inference with a version", [_NAME, _VERSION], infer
+            "OIP inference with a version", versioned, infer
         ),
-        "/v2/models/{model_name}/explain": _post("OIP explanation", [_NAME], infer),
+        "/v2/models/{model_name}/explain": _post("OIP explanation", unversioned, infer),
         "/v2/models/{model_name}/versions/{model_version}/explain": _post(
-            "OIP explanation with a version", [_NAME, _VERSION], infer
+            "OIP explanation with a version", versioned, infer
         ),
     }

@@ -78,8 +78,17 @@ _TIMEOUT = _param(
 )
 
 
+_ROUTING = _param(
+    "X-Routing-Key",
+    "header",
+    {"type": "string"},
+    "Sticky key for the model's traffic split: the same key reaches the same version "
+    "(the header's name is the server's routing_header; ignored when a version is named)",
+)
+
+
 def _predict(summary: str, with_version: bool) -> dict[str, Any]:
-    params = [_MODEL, _VERSION, _TIMEOUT] if with_version else [_MODEL, _TIMEOUT]
+    params = [_MODEL, _VERSION, _TIMEOUT] if with_version else [_MODEL, _TIMEOUT, _ROUTING]
     return {
         "post": {
             "operationId": summary.replace(" ", "_"),
@@ -104,7 +113,7 @@ def _invocations() -> dict[str, Any]:
     """SageMaker's path: the model from `model_name`, else the one loaded at startup."""
     path = _predict("Invoke a model", False)
     name = _param("model_name", "query", {"type": "string"}, "Model (default: the startup one)")
-    path["post"]["parameters"] = [name, _TIMEOUT]
+    path["post"]["parameters"] = [name, _TIMEOUT, _ROUTING]
     return path
 
 
@@ -318,7 +327,7 @@ def api_description() -> dict[str, Any]:
                     },
                 }
             },
-            **oip_openapi.paths(),
+            **oip_openapi.paths(_TIMEOUT, _ROUTING),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (metrics port)",

@@ -8,6 +8,7 @@ from typing import Any
 
 from handlers.wire import KIND_OIP, Signature, TensorRequest, WireTensor
 from serve import __version__
+from serve.batching.deadline import Deadline
 from serve.batching.request import InferenceRequest
 from serve.errors import BadRequest, InternalError, ServeError
 from serve.models.predict import chunks, predict
@@ -50,10 +51,12 @@ async def run_infer(
     request_id: str,
     url_version: str | None,
     started: float,
+    deadline: Deadline | None = None,
 ) -> tuple[WireTensor, ...]:
     """Check a parsed request, run it through the version's batcher, and pick its outputs.
 
-    The request fills as many batch items as its first input has rows (dimension 0).
+    The request fills as many batch items as its first input has rows (dimension 0); past
+    its `deadline` it is answered 504 (and dropped before a handler if still queued).
     """
     signature = version.signature
     check_inputs(payload.inputs, signature)
@@ -66,6 +69,7 @@ async def run_infer(
         kind=KIND_OIP,
         payload=payload,
         items=max(1, payload.inputs[0].rows),
+        deadline=deadline,
     )
     output = await predict(version, job, url_version, started)
     if not output.final:  # the protocol answers once: wait for the handler's final answer
