@@ -245,8 +245,10 @@ def _run_server(
     logger.info("starting %s", server.label)
     server.start()
     try:
-        idle = procfs.usage(server.measured_pids()).rss
-        results["memory"].setdefault(name, {})["idle_no_model_mb"] = idle / MB
+        idle_pids = server.measured_pids()
+        if idle_pids:  # LitServe starts only once a model is registered
+            idle = procfs.usage(idle_pids).rss
+            results["memory"].setdefault(name, {})["idle_no_model_mb"] = idle / MB
         for scenario in _scenarios(options):
             if name not in scenario.servers:
                 continue
