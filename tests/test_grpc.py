@@ -611,3 +611,25 @@ class _Raw:
     @classmethod
     def FromString(cls, data: bytes) -> _Raw:
         return cls(data)
+
+
+def test_an_answer_larger_than_one_frame_arrives_whole(grpc_server: Server) -> None:
+    # grpclib's client keeps h2's 16 KiB frames: the answer goes through grpclib's own send
+    # path, in several frames, and keeps its trailing metadata
+    text = "x" * 100_000
+
+    async def main() -> tuple[bp.PredictionResponse, Any]:
+        async with Channel(*_host_port(grpc_server.grpc_inference)) as channel:
+            path = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+            request = bp.PredictionsRequest(model_name="echo", input={"data": text.encode()})
+            async with channel.request(
+                path, Cardinality.UNARY_UNARY, bp.PredictionsRequest, bp.PredictionResponse
+            ) as stream:
+                await stream.send_message(request, end=True)
+                reply = await stream.recv_message()
+                await stream.recv_trailing_metadata()
+                return reply, stream.trailing_metadata
+
+    reply, trailers = asyncio.run(main())
+    assert json.loads(reply.prediction)["input"] == text
+    assert trailers["x-model-version"] == "1.0"
