@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 # pinned to the CPU build, for the same reason as below.
 TS_VENV := benchmarks/.venv-torchserve
 TS_STAMP := $(TS_VENV)/.installed-stamp
+LS_VENV := benchmarks/.venv-litserve
+LS_STAMP := $(LS_VENV)/.installed-stamp
 
-.PHONY: install run digits test lint format proto bench bench-setup image clean
+.PHONY: install run digits test lint format proto bench bench-setup bench-guard image clean
 
 install: $(STAMP)
 
@@ -69,7 +71,14 @@ proto: install
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
 
-bench-setup: $(TS_STAMP) $(BENCH_STAMP)
+bench-setup: $(TS_STAMP) $(LS_STAMP) $(BENCH_STAMP)
+
+# LitServe in its own venv too (torch first, so pip keeps the CPU build)
+$(LS_STAMP):
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet torch==2.13.0
+	$(LS_VENV)/bin/pip install --quiet litserve
+	touch $@
 
 $(TS_STAMP):
 	$(PYTHON) -m venv $(TS_VENV)
@@ -97,5 +106,10 @@ image:
 	echo "$$builder $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) ."; \
 	"$$builder" $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
+# Our tiny HTTP and gRPC points against benchmarks/results/guard.json (~2 min; GUARD_ARGS=--save
+# makes this run the reference).
+bench-guard: install
+	$(PY) -m benchmarks.guard $(GUARD_ARGS)
+
 clean:
-	rm -rf $(VENV) $(TS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TS_VENV) $(LS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache

@@ -36,8 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--suite", choices=sorted(SUITES), default="default")
     parser.add_argument(
-        "--servers", type=_names, default=("floor", "ours", "torchserve"),
-        help="comma-separated: floor, ours, torchserve (default: all three)",
+        "--servers", type=_names, default=("floor", "ours", "torchserve", "litserve"),
+        help="comma-separated: floor, ours, torchserve, litserve (default: all four)",
     )  # fmt: skip
     parser.add_argument(
         "--scenarios", type=_names, default=(), help="scenario keys to run (default: all)"

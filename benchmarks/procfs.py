@@ -1,68 +1,59 @@
-"""CPU time and resident memory of a process tree, read from /proc (no psutil)."""
+"""CPU time and resident memory of a process tree, from psutil (as TorchServe reads them).
+
+psutil reads the same kernel counters the hand-written /proc reader did before (utime + stime,
+the resident pages of statm), so figures stay comparable with earlier runs, and it also works
+where there is no /proc.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+import psutil
+
+_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of `pid` (found by scanning every process's parent id)."""
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+    """Direct children of `pid` (none when it is gone)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except _GONE:
+        return []
 
 
 def tree(pid: int) -> list[int]:
     """`pid` and all its descendants."""
-    pids, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        pids.append(current)
-        stack.extend(children(current))
-    return pids
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except _GONE:
+        return [pid]
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of one process (0 when it is gone)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            text = f.read()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except _GONE:
         return 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return float(times.user + times.system)
 
 
 def rss_bytes(pid: int) -> int:
     """Resident set size of one process (0 when it is gone)."""
     try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process(pid).memory_info().rss)
+    except _GONE:
         return 0
 
 
 def command(pid: int) -> str:
     """The process's command line, space-separated."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except _GONE:
         return ""
 
 
@@ -112,11 +103,11 @@ def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                 return True
-        except OSError:
+        except psutil.NoSuchProcess:
             return True
+        except psutil.AccessDenied:
+            pass
         time.sleep(0.05)
     return False

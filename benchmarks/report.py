@@ -117,6 +117,21 @@ def targets(results: dict[str, Any]) -> list[Verdict]:
             )
         )
     verdicts += gil_figures(results)
+    for key, title in (("tiny-b1", "batch 1"), ("tiny-b8", "batch 8 / 5 ms")):
+        for c in (1, 8, 32):
+            lit = _best([spread(p, "rps").median for p in at(results, key, "litserve", c)], True)
+            if lit is None:
+                continue
+            verdicts.append(
+                _ratio_verdict(
+                    f"tiny c={c} {title}: req/s ahead of LitServe's",
+                    _best([spread(p, "rps").median for p in at(results, key, "ours", c)], True),
+                    lit,
+                    1.0,
+                    "req/s",
+                    higher=True,
+                )
+            )
     verdicts.append(
         _ratio_verdict(
             "tiny c=1 batch 8 / 5 ms: p50 ≤ 1/3 of TorchServe's (best worker count)",

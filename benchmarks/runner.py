@@ -41,7 +41,7 @@ from benchmarks.loadgen import (
 from benchmarks.models import parameter_bytes
 from benchmarks.payloads import Payload, expected_answer, make_payloads
 from benchmarks.probe import Probe
-from benchmarks.servers import SERVERS, Server, TorchServe
+from benchmarks.servers import SERVERS, LitServe, Server, TorchServe
 from benchmarks.suite import Scenario, Suite
 
 logger = logging.getLogger("benchmarks")
@@ -55,7 +55,7 @@ class Options:
     """How to run a suite (the CLI's flags)."""
 
     suite: Suite
-    servers: tuple[str, ...] = ("floor", "ours", "torchserve")
+    servers: tuple[str, ...] = ("floor", "ours", "torchserve", "litserve")
     scenarios: tuple[str, ...] = ()  # empty: all of the suite
     concurrencies: tuple[int, ...] = ()  # empty: each scenario's own
     rates: tuple[float, ...] | None = None  # None: each scenario's own
@@ -103,11 +103,18 @@ def run(options: Options) -> dict[str, Any]:
         logger.warning("TorchServe is not installed (make bench-setup); skipping it")
         results["skipped"].append("torchserve: not installed (make bench-setup)")
         servers.remove("torchserve")
+    if "litserve" in servers and not LitServe.available():
+        logger.warning("LitServe is not installed (make bench-setup); skipping it")
+        results["skipped"].append("litserve: not installed (make bench-setup)")
+        servers.remove("litserve")
     for name in servers:
         _run_server(name, options, store, payloads, expected, results)
     if "cold-start" not in options.skip:
         for name in (s for s in servers if s != "floor"):
             for model in options.suite.cold_start_models:
+                first = next(p for p in payloads.values() if p.model == model)
+                if not SERVERS[name].accepts(first.content_type):
+                    continue
                 results["cold_start"].append(
                     _cold_start(name, model, options, store, payloads, results["memory"])
                 )
@@ -238,11 +245,17 @@ def _run_server(
     logger.info("starting %s", server.label)
     server.start()
     try:
-        idle = procfs.usage(server.measured_pids()).rss
-        results["memory"].setdefault(name, {})["idle_no_model_mb"] = idle / MB
+        idle_pids = server.measured_pids()
+        if idle_pids:  # LitServe starts only once a model is registered
+            idle = procfs.usage(idle_pids).rss
+            results["memory"].setdefault(name, {})["idle_no_model_mb"] = idle / MB
         for scenario in _scenarios(options):
             if name not in scenario.servers:
                 continue
+            if not server.accepts(payloads[scenario.payload].content_type):
+                continue
+            if name == "litserve" and options.transport != "http":
+                continue  # LitServe serves HTTP only
             workers = (1,)
             if name == "torchserve":
                 workers = options.torchserve_workers or scenario.torchserve_workers
@@ -393,7 +406,7 @@ def _url(server: Server, model: str, payload: Payload, transport: str) -> str:
     """Where a payload goes: its own route (predictions, or OIP infer) over HTTP."""
     if transport != "http":
         return server.target(model, transport)
-    return server.base + payload.route.format(model=model)
+    return server.route_url(payload.route, model)
 
 
 def _post(url: str, payload: Payload) -> tuple[int, bytes]:

@@ -1,4 +1,4 @@
-"""The servers under test: ours, TorchServe 0.12, and the bare aiohttp floor.
+"""The servers under test: ours, TorchServe 0.12, LitServe, and the bare aiohttp floor.
 
 Each runs as a child process in its own session and temp folder, on free ports from the OS,
 and is driven over HTTP only (the management API to register and scale, like a user would).
@@ -28,6 +28,7 @@ from benchmarks.loadgen import wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHSERVE_VENV = ROOT / "benchmarks" / ".venv-torchserve"
+LITSERVE_VENV = ROOT / "benchmarks" / ".venv-litserve"
 START_TIMEOUT = 180.0
 
 
@@ -74,6 +75,15 @@ class Server:
 
     def predictions_url(self, model: str) -> str:
         return f"{self.base}/predictions/{model}"
+
+    def route_url(self, route: str, model: str) -> str:
+        """A payload's route (e.g. `/predictions/{model}`) on this server."""
+        return self.base + route.format(model=model)
+
+    @classmethod
+    def accepts(cls, content_type: str) -> bool:
+        """Whether this server can take a payload of this content type."""
+        return True
 
     def target(self, model: str, transport: str) -> str:
         """Where the load goes: the predictions URL, or the gRPC inference address."""
@@ -268,8 +278,82 @@ class Floor(Server):
         return None
 
 
+class LitServe(Server):
+    """LitServe from its own venv (`make bench-setup`), one model per process.
+
+    LitServe has no management API: the model and its batching are fixed at start, so
+    registering (or scaling) starts a new process with them (benchmarks/litserve_app.py).
+    Only JSON payloads: LitServe reads request bodies as JSON.
+    """
+
+    name = "litserve"
+    label = "LitServe"
+
+    def __init__(self, store: Path) -> None:
+        super().__init__(store)
+        self._settings: tuple[str, int, int, int] | None = None  # model, batch, delay, workers
+
+    @staticmethod
+    def available() -> bool:
+        return (LITSERVE_VENV / "bin" / "python").exists()
+
+    def predictions_url(self, model: str) -> str:
+        return f"{self.base}/predict"
+
+    def route_url(self, route: str, model: str) -> str:
+        return self.predictions_url(model)
+
+    @classmethod
+    def accepts(cls, content_type: str) -> bool:
+        return content_type == "application/json"
+
+    def command(self, preload: str | None) -> tuple[list[str], dict[str, str]]:
+        model, batch, delay, workers = self._settings or (preload or "", 1, 0, 1)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        return [
+            str(LITSERVE_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "litserve_app.py"),
+            "--archive", str(self.store / f"{model}.mar"), "--port", str(self.port),
+            "--batch-size", str(batch), "--batch-delay-ms", str(delay),
+            "--workers", str(workers),
+        ], env  # fmt: skip
+
+    def start(self, preload: str | None = None) -> None:
+        """Nothing runs until a model is registered (or `preload` names one)."""
+        if preload is not None:
+            self._restart()
+
+    def _restart(self) -> None:
+        self.stop()
+        self.launch()
+        try:
+            wait_http(f"{self.base}/health", START_TIMEOUT)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"LitServe did not start; see {self.workdir}/server.log") from None
+
+    def measured_pids(self) -> list[int]:
+        return procfs.tree(self.process.pid) if self.process is not None else []
+
+    def register(self, model: str, *, batch_size: int, max_batch_delay: int, workers: int) -> None:
+        self._settings = (model, batch_size, max_batch_delay, workers)
+        self._restart()
+
+    def scale(self, model: str, workers: int) -> None:
+        assert self._settings is not None
+        self._settings = (*self._settings[:3], workers)
+        self._restart()
+
+    def unregister(self, model: str) -> None:
+        self.stop()
+
+
 def _with_root(current: str | None) -> str:
     return f"{ROOT}{os.pathsep}{current}" if current else str(ROOT)
 
 
-SERVERS: dict[str, type[Server]] = {"ours": Ours, "torchserve": TorchServe, "floor": Floor}
+SERVERS: dict[str, type[Server]] = {
+    "ours": Ours,
+    "torchserve": TorchServe,
+    "floor": Floor,
+    "litserve": LitServe,
+}

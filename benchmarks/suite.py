@@ -49,7 +49,7 @@ TINY_B1 = Scenario(
     batch_size=1,
     max_batch_delay=5,
     concurrencies=(1, 8, 32),
-    servers=("floor", "ours", "torchserve"),
+    servers=("floor", "ours", "torchserve", "litserve"),
     torchserve_workers=(1, 2),
     gil_limit=True,
 )
@@ -62,6 +62,7 @@ TINY_B8 = Scenario(
     max_batch_delay=5,
     concurrencies=(1, 8, 32),
     rates=(500.0,),
+    servers=("ours", "torchserve", "litserve"),
     torchserve_workers=(1, 2),
     gil_limit=True,
 )
@@ -133,7 +134,7 @@ SUITES = {
                 batch_size=8,
                 max_batch_delay=5,
                 concurrencies=(1, 32),
-                servers=("floor", "ours", "torchserve"),
+                servers=("floor", "ours", "torchserve", "litserve"),
                 gil_limit=True,
             ),
             Scenario(

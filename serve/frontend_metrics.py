@@ -5,9 +5,9 @@
 - `QueueTime` (the last request's queue time) and `WorkerLoadTime` (per executor, start to
   loaded), in milliseconds.
 - The host: `CPUUtilization`, `MemoryUtilization`, `MemoryUsed`, `MemoryAvailable`,
-  `DiskUsage`, `DiskAvailable`, `DiskUtilization` (read from /proc and the root filesystem at
-  scrape time; absent where /proc is not there), and per GPU `GPUMemoryUtilization`,
-  `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
+  `DiskUsage`, `DiskAvailable`, `DiskUtilization` (from psutil, the library TorchServe reads
+  them with, at scrape time, for the root filesystem; CPU since the previous scrape), and per
+  GPU `GPUMemoryUtilization`, `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
 
 Labels and HELP texts are TorchServe's (`Level="Host"`, `Hostname`, `WorkerName`, `DeviceId`).
 Rendered by hand, like the `ts_*` counters, so the names carry no suffix.
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import psutil
 
 HOSTNAME = socket.gethostname()
 MB = 1024 * 1024
@@ -72,7 +73,7 @@ class HostReader:
     def __init__(self, gpu_count: int) -> None:
         self._gpu_count = gpu_count
         self._lock = threading.Lock()
-        self._last_cpu: tuple[int, int] | None = None
+        self._last_cpu: tuple[float, float] | None = None
 
     def read(self) -> HostFigures:
         """The figures now (blocking file reads and NVML calls: call it off the event loop)."""
@@ -80,11 +81,11 @@ class HostReader:
 
     def _cpu(self) -> float | None:
         try:
-            with open("/proc/stat", encoding="ascii") as f:
-                fields = [int(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
+            times = psutil.cpu_times()
+        except (OSError, RuntimeError):
             return None
-        idle, total = fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        total = sum(times)
         with self._lock:
             last, self._last_cpu = self._last_cpu, (idle, total)
         if last is not None:
@@ -93,25 +94,20 @@ class HostReader:
 
 
 def _memory() -> tuple[float, float, float] | None:
-    """psutil's figures: used = total - free - buffers - cached; percent of total unavailable."""
+    """psutil's figures, as TorchServe's: used MB, available MB, percent not available."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
-        total, available = info["MemTotal"], info["MemAvailable"]
-        used = total - info["MemFree"] - info["Buffers"] - info["Cached"]
-        used -= info.get("SReclaimable", 0)
-    except (OSError, ValueError, KeyError):
+        memory = psutil.virtual_memory()
+    except (OSError, RuntimeError):
         return None
-    return used / MB, available / MB, round(100.0 * (total - available) / total, 1)
+    return memory.used / MB, memory.available / MB, round(memory.percent, 1)
 
 
 def _disk() -> tuple[float, float, float] | None:
     try:
-        usage = shutil.disk_usage("/")
+        usage = psutil.disk_usage("/")
     except OSError:
         return None
-    percent = 100.0 * usage.used / (usage.used + usage.free) if usage.used + usage.free else 0.0
-    return usage.used / GB, usage.free / GB, round(percent, 1)
+    return usage.used / GB, usage.free / GB, round(usage.percent, 1)
 
 
 def _gpus(count: int) -> tuple[GpuFigures, ...]:

@@ -17,13 +17,18 @@ from typing import Any
 import grpc
 import pytest
 from grpclib.client import Channel
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from serve.config import Address, Config, ConfigError
+from serve.grpc.fastproto import FastPredictionsRequest
+from serve.grpc.fastproto import inputs as fast_inputs
 from serve.grpc.gen.org.pytorch.serve.grpc import inference as bp
 from serve.grpc.server import start_grpc
+from serve.grpc.transport import prediction_bytes
 from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
 from serve.workers.threads import ThreadBudget
@@ -548,3 +553,83 @@ def _wait_until_refused(infer: Any, empty: Any, timeout: float = 30.0) -> None:
     else:
         raise AssertionError("the server kept accepting calls after SIGTERM")
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+# --- the unary predict RPCs' request parser (upb) and answer encoder -----------------------
+
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    model=_names,
+    version=_names,
+    inputs=st.dictionaries(_names, st.binary(max_size=40), max_size=5),
+    sequence_id=st.none() | _names,
+)
+def test_the_upb_request_reads_what_the_generated_class_writes(
+    model: str, version: str, inputs: dict[str, bytes], sequence_id: str | None
+) -> None:
+    wire = bytes(
+        bp.PredictionsRequest(
+            model_name=model, model_version=version, input=inputs, sequence_id=sequence_id
+        )
+    )
+    fast = FastPredictionsRequest.FromString(wire)
+    assert (fast.model_name, fast.model_version) == (model, version)
+    assert list(fast_inputs(fast).items()) == list(inputs.items())  # the client's order kept
+    assert fast.sequence_id == (sequence_id or "")
+    assert prediction_bytes(b"".join(inputs.values())) == bytes(
+        bp.PredictionResponse(prediction=b"".join(inputs.values()))
+    )
+
+
+def test_a_malformed_predict_request_is_invalid_argument(grpc_server: Server) -> None:
+    async def main() -> GRPCError:
+        async with Channel(*_host_port(grpc_server.grpc_inference)) as channel:
+            path = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+            async with channel.request(path, Cardinality.UNARY_UNARY, _Raw, _Raw) as stream:
+                await stream.send_message(_Raw(b"\x0a\xff\xff"), end=True)  # a truncated field
+                with pytest.raises(GRPCError) as info:
+                    await stream.recv_message()
+                return info.value
+
+    error = asyncio.run(main())
+    assert error.status is Status.INVALID_ARGUMENT
+    assert "Malformed request message" in (error.message or "")
+
+
+class _Raw:
+    """Bytes sent and received as they are (grpclib's proto codec calls these two)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> _Raw:
+        return cls(data)
+
+
+def test_an_answer_larger_than_one_frame_arrives_whole(grpc_server: Server) -> None:
+    # grpclib's client keeps h2's 16 KiB frames: the answer goes through grpclib's own send
+    # path, in several frames, and keeps its trailing metadata
+    text = "x" * 100_000
+
+    async def main() -> tuple[bp.PredictionResponse, Any]:
+        async with Channel(*_host_port(grpc_server.grpc_inference)) as channel:
+            path = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+            request = bp.PredictionsRequest(model_name="echo", input={"data": text.encode()})
+            async with channel.request(
+                path, Cardinality.UNARY_UNARY, bp.PredictionsRequest, bp.PredictionResponse
+            ) as stream:
+                await stream.send_message(request, end=True)
+                reply = await stream.recv_message()
+                await stream.recv_trailing_metadata()
+                return reply, stream.trailing_metadata
+
+    reply, trailers = asyncio.run(main())
+    assert json.loads(reply.prediction)["input"] == text
+    assert trailers["x-model-version"] == "1.0"

@@ -31,6 +31,7 @@ from serve.batching.deadline import GRPC_SOURCE, Deadline, choose
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
+from serve.grpc.fastproto import FastPredictionsRequest, inputs
 from serve.grpc.gen.google.protobuf import Empty
 from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
     InferenceApIsServiceBase,
@@ -38,6 +39,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
     PredictionsRequest,
     TorchServeHealthResponse,
 )
+from serve.grpc.transport import prediction_bytes, send_unary
 from serve.models.operations import healthy
 from serve.models.predict import chunks, first_output, predict, submit
 from serve.models.registry import Registry
@@ -95,6 +97,9 @@ class InferenceService(InferenceApIsServiceBase):
             ("StreamPredictions2", self._stream_predictions_2),
         ):
             mapping[_SERVICE + name] = mapping[_SERVICE + name]._replace(func=rpc)
+        for name in ("Predictions", "StreamPredictions"):  # one request: decoded in C
+            path = _SERVICE + name
+            mapping[path] = mapping[path]._replace(request_type=FastPredictionsRequest)
         return mapping
 
     def _key(self, stream: Any) -> str | None:
@@ -116,8 +121,7 @@ class InferenceService(InferenceApIsServiceBase):
         version, job, started = self._job(message, self._key(stream))
         first = await predict(version, job, message.model_version or None, started)
         body = b"".join([item.body async for item in chunks(job, first)])
-        await stream.send_message(PredictionResponse(prediction=body))
-        await stream.send_trailing_metadata(metadata={MODEL_VERSION: version.version})
+        await send_unary(stream, prediction_bytes(body), {MODEL_VERSION: version.version})
 
     async def _stream_predictions(self, stream: Stream) -> None:
         """One message per handler chunk (send_intermediate_predict_response), then the last."""
@@ -194,14 +198,15 @@ class InferenceService(InferenceApIsServiceBase):
             yield _failed(item.sequence_id, error)
 
     def _job(
-        self, message: PredictionsRequest, key: str | None = None
+        self, message: Any, key: str | None = None
     ) -> tuple[ModelVersion, InferenceRequest, float]:
+        """The request as a job; `message` is a PredictionsRequest, generated or upb's."""
         if not message.model_name:
             raise BadRequest("Parameter model_name is required.")
         version = self._registry.get(message.model_name, message.model_version or None, key)
         if not message.input:
             raise BadRequest("Parameter input is required.")
-        params = tuple(Param(name, "", bytearray(value)) for name, value in message.input.items())
+        params = tuple(Param(name, "", bytearray(value)) for name, value in inputs(message).items())
         headers: tuple[tuple[str, str], ...] = ()
         if message.sequence_id:
             headers = ((SEQUENCE_HEADER, message.sequence_id),)

@@ -32,6 +32,7 @@ from serve.grpc.errors import guarded
 from serve.grpc.inference import CALL_DEADLINE, InferenceService
 from serve.grpc.management import ManagementService
 from serve.grpc.oip import OipService
+from serve.grpc.transport import CoalescingServer
 from serve.models.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ async def start_grpc(
     for label, address, servables, kind in services:
         gate = Gate(None if tokens is None else (tokens, kind), access)
         gated = [_Gated(service, gate) for service in servables]
-        server = Server(gated, codec=LimitedCodec(config.max_request_size))
+        server = CoalescingServer(gated, codec=LimitedCodec(config.max_request_size))
         sock = _bind(address)
         await server.start(sock=sock)
         started.append((gate, server))
