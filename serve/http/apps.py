@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from serve.config import Config
+from serve.errors import MethodNotAllowed
 from serve.frontend_metrics import StatusCounts
 from serve.http import inference, management, metrics_api
 from serve.http.common import (
@@ -13,7 +14,6 @@ from serve.http.common import (
     REGISTRY,
     Handler,
     json_errors,
-    method_not_allowed,
     not_found,
 )
 from serve.metrics import ServerMetrics
@@ -46,12 +46,29 @@ def with_json_errors(
         return json_errors(handler, statuses)
 
     guarded = [web.route(r.method, r.path, guard(r.handler), **r.kwargs) for r in routes]
-    paths = list(dict.fromkeys(r.path for r in routes))
-    open_paths = {r.path for r in routes if r.method == "*"}
+    allowed: dict[str, list[str]] = {}
+    for r in routes:
+        methods = allowed.setdefault(r.path, [])
+        methods += [r.method, "HEAD"] if r.method == "GET" else [r.method]
     fallbacks = [
-        web.route("*", path, guard(method_not_allowed)) for path in paths if path not in open_paths
+        web.route("*", path, guard(_not_allowed(methods)))
+        for path, methods in allowed.items()
+        if "*" not in methods
     ]
     return [*guarded, *fallbacks, web.route("*", "/{tail:.*}", guard(not_found))]
+
+
+def _not_allowed(methods: list[str]) -> Handler:
+    """A 405 that names the path's methods in `Allow`, as RFC 9110 asks."""
+    allow = ", ".join(dict.fromkeys(methods))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise MethodNotAllowed(
+            "Requested method is not allowed, please refer to API document.",
+            headers={"Allow": allow},
+        )
+
+    return handler
 
 
 def inference_app(config: Config, registry: Registry, metrics: ServerMetrics) -> web.Application:
