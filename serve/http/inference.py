@@ -22,7 +22,7 @@ from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
 from serve.http.inputs import read_params
-from serve.http.openapi import api_description
+from serve.http.openapi import inference_description
 from serve.models.operations import healthy
 from serve.models.predict import chunks, predict
 
@@ -96,7 +96,7 @@ async def ready_model(request: web.Request) -> web.Response:
 
 async def describe_api(request: web.Request) -> web.Response:
     """The OpenAPI 3 document of this server."""
-    return json_response(api_description())
+    return json_response(inference_description())
 
 
 async def predictions(request: web.Request) -> web.StreamResponse:
@@ -150,7 +150,7 @@ async def _infer(
     url_version = url_version or None
     version = request.app[REGISTRY].get(model, url_version)
     if request.method == "OPTIONS":
-        return json_response(api_description())
+        return json_response(inference_description())
     started = time.monotonic()
     params = await read_params(request, request.app[CONFIG].max_request_size)
     if query_inputs and request.query:

@@ -1,4 +1,7 @@
-"""The OpenAPI 3 description of the REST APIs (served at `OPTIONS /` and `/api-description`)."""
+"""The OpenAPI 3 descriptions of the REST APIs, one per port as in TorchServe: the inference
+API's (`OPTIONS /` and `/api-description` on the inference port) and the management API's
+(`OPTIONS /` on the management port). Each says what the server does, so a fuzzer generating
+requests from it (tests/test_fuzz_openapi.py) holds the server to it."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
+from serve.models.operations import MAX_WORKERS
 
 _ERROR = {
     "type": "object",
@@ -29,7 +33,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "Forbidden operation",
         404: "Model, version or path not found",
         405: "Method not allowed, or the model API is disabled",
-        409: "Model version already registered",
+        409: "Version already registered, or unregistered by a concurrent request",
         413: "Request body larger than max_request_size",
         500: "Internal error, or workers failed to start",
         503: "Queue full or no worker; retry later (Retry-After)",
@@ -54,10 +58,13 @@ def _param(
 _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
 _INT = {"type": "integer", "minimum": 0}
+_WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
+_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
 _BOOL = {"type": "boolean"}
 
 
 def _predict(summary: str, with_version: bool) -> dict[str, Any]:
+    """A prediction path. TorchServe does not check the method; POST is the one documented."""
     params = [_MODEL, _VERSION] if with_version else [_MODEL]
     return {
         "post": {
@@ -68,12 +75,17 @@ def _predict(summary: str, with_version: bool) -> dict[str, Any]:
                 "description": "Model input: raw bytes, JSON, text, or form fields",
                 "content": {
                     "*/*": {"schema": {"type": "string", "format": "binary"}},
-                    "multipart/form-data": {"schema": {"type": "object"}},
+                    # an empty form has nothing to hand the handler: 400
+                    "multipart/form-data": {"schema": {"type": "object", "minProperties": 1}},
                 },
             },
             "responses": {
                 "200": {"description": "The handler's output", "content": {"*/*": {"schema": {}}}},
                 **_errors(400, 404, 413, 500, 503, 504, 507),
+                "default": {
+                    "description": "A status the handler chose (context.set_response_status)",
+                    "content": {"*/*": {"schema": {}}},
+                },
             },
         }
     }
@@ -87,59 +99,50 @@ def _invocations() -> dict[str, Any]:
     return path
 
 
-@cache
-def api_description() -> dict[str, Any]:
-    """The OpenAPI document (built once)."""
-    scale_params = [
-        _param("min_worker", "query", _INT, "Workers to run (default 1)"),
-        _param("max_worker", "query", _INT, "Upper bound (default min_worker)"),
-        _param("synchronous", "query", _BOOL, "Wait for the workers (default false)"),
-    ]
-    register_params = [
-        _param(
-            "url", "query", {"type": "string"}, "Archive file or folder in the model store", True
-        ),
-        _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
-        _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
-        _param("runtime", "query", {"type": "string"}, "python (the only runtime)"),
-        _param("batch_size", "query", {"type": "integer", "minimum": 1}, "Largest batch"),
-        _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
-        _param("initial_workers", "query", _INT, "Workers to start"),
-        _param("response_timeout", "query", {"type": "number"}, "Seconds a batch may run"),
-        _param("startup_timeout", "query", {"type": "number"}, "Seconds to wait for loading"),
-        _param("synchronous", "query", _BOOL, "Wait for the workers (default true)"),
-    ]
-    describe = {
-        "summary": "Describe a model version",
-        "parameters": [
-            _MODEL,
-            _param("customized", "query", _BOOL, "Include the handler's metadata"),
-        ],
-        "responses": {
-            "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
-            **_errors(404, 503),
-        },
-    }
+def _document(description: str, paths: dict[str, Any]) -> dict[str, Any]:
     return {
         "openapi": "3.0.1",
         "info": {
             "title": "serve: TorchServe-compatible model server APIs",
             "version": __version__,
-            "description": "Inference (8080), management (8081) and metrics (8082) APIs.",
+            "description": description,
         },
-        "paths": {
-            "/": {
-                "options": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                }
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR, "Status": _STATUS}},
+    }
+
+
+def _this_document(method: str) -> dict[str, Any]:
+    return {
+        method: {
+            "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+        }
+    }
+
+
+def _ready(parameters: list[dict[str, Any]], summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                "200": _json({"type": "object"}, "Ready"),
+                "503": _json({"type": "object"}, "Not ready"),
+                **(_errors(404) if parameters else {}),
             },
-            "/api-description": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                }
-            },
+        }
+    }
+
+
+@cache
+def inference_description() -> dict[str, Any]:
+    """The inference port's OpenAPI document (built once)."""
+    return _document(
+        "Inference API: health, readiness, predictions, explanations.",
+        {
+            "/": _this_document("options"),
+            "/api-description": _this_document("get"),
             "/ping": {
                 "get": {
                     "summary": "Health (TorchServe semantics: loading workers count as healthy)",
@@ -149,26 +152,11 @@ def api_description() -> dict[str, Any]:
                     },
                 }
             },
-            "/ready": {
-                "get": {
-                    "summary": "Readiness: every model version has min_workers ready",
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready"),
-                        "503": _json({"type": "object"}, "Not ready"),
-                    },
-                }
-            },
-            "/ready/{model_name}": {
-                "get": {
-                    "summary": "Readiness of one model's default version",
-                    "parameters": [_MODEL],
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready"),
-                        "503": _json({"type": "object"}, "Not ready"),
-                        **_errors(404),
-                    },
-                }
-            },
+            "/ready": _ready([], "Readiness: every model version has min_workers ready"),
+            "/ready/{model_name}": _ready([_MODEL], "Readiness of a model's default version"),
+            "/ready/{model_name}/{model_version}": _ready(
+                [_MODEL, _VERSION], "Readiness of one version"
+            ),
             "/predictions/{model_name}": _predict("Predict with the default version", False),
             "/predictions/{model_name}/{model_version}": _predict("Predict with a version", True),
             "/explanations/{model_name}": _predict("Explain with the default version", False),
@@ -179,11 +167,63 @@ def api_description() -> dict[str, Any]:
             "/{model_name}/{model_version}/predict": _predict(
                 "Legacy predict with a version", True
             ),
+        },
+    )
+
+
+@cache
+def management_description() -> dict[str, Any]:
+    """The management port's OpenAPI document (built once)."""
+    scale_params = [
+        _param("min_worker", "query", _WORKERS, "Workers to run (default 1)"),
+        _param("max_worker", "query", _WORKERS, "Upper bound, at least min_worker"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default false)"),
+    ]
+    register_params = [
+        _param(
+            "url",
+            "query",
+            {"type": "string", "minLength": 1},
+            "Archive file or folder in the model store",
+            True,
+        ),
+        _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
+        _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
+        _param("runtime", "query", {"type": "string", "enum": ["python", "python3"]}, "Runtime"),
+        _param("batch_size", "query", {"type": "integer", "minimum": 1}, "Largest batch"),
+        _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
+        _param("initial_workers", "query", _WORKERS, "Workers to start"),
+        _param("response_timeout", "query", _SECONDS, "Seconds a batch may run"),
+        _param("startup_timeout", "query", _SECONDS, "Seconds to wait for loading"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default true)"),
+    ]
+    customized = _param("customized", "query", _BOOL, "Include the handler's metadata")
+    describe = {
+        "summary": "Describe the default version",
+        "parameters": [_MODEL, customized],
+        "responses": {
+            "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
+            **_errors(400, 404, 503),
+        },
+    }
+    scaled = {
+        "200": _json(_STATUS, "Scaled"),
+        "202": _json(_STATUS, "Scaling"),
+        "206": _json(_STATUS, "Scaling in progress"),
+        **_errors(400, 404, 409),
+    }
+    unregistered = {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)}
+    return _document(
+        "Management API: list, register, describe, scale, set-default, unregister.",
+        {
+            "/": _this_document("options"),
             "/models": {
                 "get": {
-                    "summary": "List models (management port)",
+                    "summary": "List the models' default versions",
                     "parameters": [
-                        _param("limit", "query", _INT, "Page size (default 100)"),
+                        _param(
+                            "limit", "query", {"type": "integer"}, "Page size (outside 0-100: 100)"
+                        ),
                         _param("next_page_token", "query", _INT, "Offset from the last page"),
                     ],
                     "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
@@ -203,34 +243,29 @@ def api_description() -> dict[str, Any]:
                 "put": {
                     "summary": "Scale the default version's workers",
                     "parameters": [_MODEL, *scale_params],
-                    "responses": {
-                        "200": _json(_STATUS, "Scaled"),
-                        "202": _json(_STATUS, "Scaling"),
-                        "206": _json(_STATUS, "Scaling in progress"),
-                        **_errors(400, 404),
-                    },
+                    "responses": scaled,
                 },
                 "delete": {
                     "summary": "Unregister the default version (needs enable_model_api)",
                     "parameters": [_MODEL],
-                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                    "responses": unregistered,
                 },
             },
             "/models/{model_name}/{model_version}": {
-                "get": {**describe, "parameters": [_MODEL, _VERSION]},
+                "get": {
+                    **describe,
+                    "summary": "Describe a version, or all versions",
+                    "parameters": [_MODEL, _VERSION, customized],
+                },
                 "put": {
                     "summary": "Scale a version's workers",
                     "parameters": [_MODEL, _VERSION, *scale_params],
-                    "responses": {
-                        "200": _json(_STATUS, "Scaled"),
-                        "202": _json(_STATUS, "Scaling"),
-                        **_errors(400, 404),
-                    },
+                    "responses": scaled,
                 },
                 "delete": {
                     "summary": "Unregister a version (needs enable_model_api)",
                     "parameters": [_MODEL, _VERSION],
-                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                    "responses": unregistered,
                 },
             },
             "/models/{model_name}/{model_version}/set-default": {
@@ -240,17 +275,15 @@ def api_description() -> dict[str, Any]:
                     "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
                 }
             },
-            "/metrics": {
+            "/v1/models/{model_name}": {
                 "get": {
-                    "summary": "Prometheus metrics (metrics port)",
+                    "summary": "KServe v1 readiness of the default version",
+                    "parameters": [_MODEL],
                     "responses": {
-                        "200": {
-                            "description": "Text format 0.0.4",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        "200": _json({"type": "object"}, "Name and readiness"),
+                        **_errors(404),
                     },
                 }
             },
         },
-        "components": {"schemas": {"Error": _ERROR, "Status": _STATUS}},
-    }
+    )
