@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TS_VENV := benchmarks/.venv-torchserve
 TS_STAMP := $(TS_VENV)/.installed-stamp
 
-.PHONY: install run digits test lint format proto bench bench-setup clean
+.PHONY: install run digits test fuzz soak lint format proto bench bench-setup clean
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
 
 test: install $(TS_STAMP)
 	$(PY) -m pytest
+
+# The OpenAPI fuzz of tests/test_fuzz_openapi.py with many more examples and a fresh seed
+# (FUZZ_SEED=N replays one); `make test` runs a short, derandomized pass of it.
+FUZZ_EXAMPLES ?= 300
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_openapi.py
 
 lint: install
 	$(VENV)/bin/ruff check .
