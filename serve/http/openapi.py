@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
-from serve.models.operations import MAX_WORKERS
+from serve.models.operations import MAX_INT, MAX_WORKERS
 
 _ERROR = {
     "type": "object",
@@ -57,7 +57,7 @@ def _param(
 
 _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
-_INT = {"type": "integer", "minimum": 0}
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
 _SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
 _BOOL = {"type": "boolean"}
@@ -190,7 +190,7 @@ def management_description() -> dict[str, Any]:
         _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
         _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
         _param("runtime", "query", {"type": "string", "enum": ["python", "python3"]}, "Runtime"),
-        _param("batch_size", "query", {"type": "integer", "minimum": 1}, "Largest batch"),
+        _param("batch_size", "query", {**_INT, "minimum": 1}, "Largest batch"),
         _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
         _param("initial_workers", "query", _WORKERS, "Workers to start"),
         _param("response_timeout", "query", _SECONDS, "Seconds a batch may run"),
@@ -203,7 +203,8 @@ def management_description() -> dict[str, Any]:
         "parameters": [_MODEL, customized],
         "responses": {
             "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
-            **_errors(400, 404, 503),
+            # customized=true asks the handler, on a worker, within response_timeout
+            **_errors(400, 404, 503, 504),
         },
     }
     scaled = {
@@ -224,7 +225,12 @@ def management_description() -> dict[str, Any]:
                         _param(
                             "limit", "query", {"type": "integer"}, "Page size (outside 0-100: 100)"
                         ),
-                        _param("next_page_token", "query", _INT, "Offset from the last page"),
+                        _param(
+                            "next_page_token",
+                            "query",
+                            {"type": "integer", "minimum": 0},
+                            "Offset from the last page",
+                        ),
                     ],
                     "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
                 },
