@@ -92,5 +92,11 @@ $(BENCH_STAMP): $(STAMP)
 bench: install bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
+# Ten minutes of steady load with register/scale/unregister churn, RSS sampled; e.g.
+# `make soak SOAK_ARGS="--duration 60 --rate 100"`. Results in benchmarks/results/soak-*.
+SOAK_ARGS ?=
+soak: install
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
