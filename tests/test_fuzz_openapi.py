@@ -7,13 +7,15 @@ test puts `echo` back (registered, default version 1.0 with a worker), so what o
 breaks on purpose never turns the next one's answer into a 404 or a 503.
 
 `make test` runs a short, derandomized pass; `make fuzz` runs the same with
-FUZZ_EXAMPLES (many more examples per operation, a fresh seed unless FUZZ_SEED is set).
+FUZZ_EXAMPLES (many more examples per operation, a fresh seed unless FUZZ_SEED is set;
+FUZZ_ONLY narrows it to the operations whose label contains that text).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ from tests.support import Server, http, model_folder, server_config
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("FUZZ_SEED")
 LONG = "FUZZ_EXAMPLES" in os.environ
+ONLY = os.environ.get("FUZZ_ONLY", "")  # e.g. "POST /models": only operations whose label has it
 
 # Known names get generated often, so requests reach models rather than 404s; the rest of each
 # value is left to the fuzzer. Worker counts stay small: each worker is a thread.
@@ -169,6 +172,8 @@ def _fuzz(schema: Any, after: Callable[[], None] = lambda: None) -> None:
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        if ONLY not in operation.label:
+            continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @FUZZ
@@ -184,7 +189,8 @@ def _fuzz(schema: Any, after: Callable[[], None] = lambda: None) -> None:
             except Unsatisfiable:
                 pass  # nothing in this operation can be made invalid
             except (Exception, BaseExceptionGroup) as error:  # reported together, at the end
-                failures.append(f"{operation.label} ({mode.value}): {error}")
+                detail = "".join(traceback.format_exception(error))[-4000:]
+                failures.append(f"{operation.label} ({mode.value}): {error}\n{detail}")
     assert not failures, "\n\n".join(failures)
 
 
