@@ -101,12 +101,14 @@ class Soak:
         self.requests = 0
         self._outstanding = 0
         self._started = 0.0
+        self.started_at = datetime.now(UTC)
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.options.timeout)
         connector = aiohttp.TCPConnector(limit=self.options.max_outstanding)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             self._started = time.monotonic()
+            self.started_at = datetime.now(UTC)
             stop = asyncio.Event()
             churn = asyncio.create_task(self._churn(session, stop))
             sampler = asyncio.create_task(self._sample(stop))
@@ -234,7 +236,7 @@ class Soak:
         half = [(t, r) for t, r in self.rss if t >= self.options.duration / 2]
         return {
             "meta": {
-                "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "started": self.started_at.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "options": {k: str(v) for k, v in asdict(self.options).items()},
             },
             "requests": self.requests,
