@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 TS_VENV := benchmarks/.venv-torchserve
 TS_STAMP := $(TS_VENV)/.installed-stamp
 
-.PHONY: install run digits test fuzz soak lint format proto bench bench-setup clean
+.PHONY: install run digits test fuzz soak lint format proto bench bench-setup image clean
 
 install: $(STAMP)
 
@@ -70,7 +70,7 @@ proto: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
 		--python_betterproto2_out=serve/grpc/gen \
 		--python_betterproto2_opt=client_generation=async,server_generation=async \
-		proto/inference.proto proto/management.proto
+		proto/inference.proto proto/management.proto proto/grpc_predict_v2.proto
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS ?=
@@ -97,6 +97,17 @@ bench: install bench-setup
 SOAK_ARGS ?=
 soak: install
 	$(PY) -m benchmarks.soak $(SOAK_ARGS)
+
+# The container image (deploy/Dockerfile) with the first builder found: podman, buildah, docker.
+IMAGE ?= pytorch-serve:latest
+IMAGE_ARGS ?=
+
+image:
+	@builder=$$(command -v podman || command -v buildah || command -v docker); \
+	if [ -z "$$builder" ]; then echo "make image: needs podman, buildah or docker" >&2; exit 2; fi; \
+	case "$$builder" in *buildah) sub=bud ;; *) sub=build ;; esac; \
+	echo "$$builder $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) ."; \
+	"$$builder" $$sub -f deploy/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
 clean:
 	rm -rf $(VENV) $(TS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache

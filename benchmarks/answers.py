@@ -11,7 +11,12 @@ ABS_TOLERANCE = 1e-5
 
 
 def matches(answer: Any, expected: Any) -> bool:
-    """True when a parsed response equals the expected answer, within float rounding."""
+    """True when a parsed response equals the expected answer, within float rounding.
+
+    An Open Inference Protocol response (one row) is read as {output name: its value}.
+    """
+    if isinstance(answer, dict) and isinstance(answer.get("outputs"), list):
+        answer = {o.get("name"): (o.get("data") or [None])[0] for o in answer["outputs"]}
     if isinstance(expected, dict):
         return (
             isinstance(answer, dict)

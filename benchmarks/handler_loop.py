@@ -34,6 +34,8 @@ class _Request:
     request_id: str
     params: tuple[Param, ...]
     headers: tuple[tuple[str, str], ...] = ()
+    kind: int = 0  # TorchServe's own API (handlers.wire.KIND_TORCHSERVE)
+    payload: object = None
 
 
 def _ignore(idx: int, output: Output) -> None:

@@ -34,6 +34,10 @@ local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -132,6 +136,7 @@ def _run_wrk(spec: LoadSpec, seconds: float) -> LoadResult:
         **os.environ,
         "BENCH_BODY": str(spec.payload.path),
         "BENCH_CONTENT_TYPE": spec.payload.content_type,
+        "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in spec.payload.headers),
     }
     command = [
         wrk, "-t", "1", "-c", str(spec.concurrency), "-d", f"{max(1, round(seconds))}s",
@@ -172,6 +177,8 @@ def _run_python(spec: LoadSpec, seconds: float, *, checking: bool) -> LoadResult
         "--transport", spec.transport,
         "--model", spec.model or spec.payload.model,
     ]  # fmt: skip
+    for name, value in spec.payload.headers:
+        command += ["--header", f"{name}: {value}"]
     if spec.rate is not None:
         command += ["--rate", str(spec.rate)]
     else:

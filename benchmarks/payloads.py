@@ -20,6 +20,7 @@ from benchmarks.models import SEED, TINY_FEATURES, load_torchscript
 JSON = "application/json"
 RAW = "application/octet-stream"
 JPEG = "image/jpeg"
+OIP_HEADER_LENGTH = "Inference-Header-Content-Length"
 __all__ = ["Payload", "expected_answer", "make_payloads", "matches"]
 
 
@@ -31,6 +32,9 @@ class Payload:
     model: str
     content_type: str
     path: Path
+    route: str = "/predictions/{model}"  # where it is POSTed
+    headers: tuple[tuple[str, str], ...] = ()  # beyond Content-Type
+    json_length: int = 0  # an OIP binary body: the JSON header's length, then raw bytes
 
     @property
     def body(self) -> bytes:
@@ -55,6 +59,31 @@ def make_payloads(folder: Path) -> dict[str, Payload]:
         path = folder / f"{name}.bin"
         path.write_bytes(body)
         payloads[name] = Payload(name, model, content_type, path)
+    # the raw-64 image again, as an Open Inference Protocol binary request to the tensor handler
+    raw = (folder / "raw-64.bin").read_bytes()
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [1, 3, 64, 64],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    )
+    path = folder / "oip-64.bin"
+    path.write_bytes(header + raw)
+    payloads["oip-64"] = Payload(
+        "oip-64",
+        "resnet18-oip",
+        RAW,
+        path,
+        route="/v2/models/{model}/infer",
+        headers=((OIP_HEADER_LENGTH, str(len(header))),),
+        json_length=len(header),
+    )
     return payloads
 
 
@@ -96,7 +125,7 @@ def expected_answer(payload: Payload, model_file: Path) -> Any:
 
 
 def _decoded(payload: Payload) -> Any:
-    body = payload.body
+    body = payload.body[payload.json_length :]
     if payload.content_type == JSON:
         return orjson.loads(body)
     return bytearray(body)

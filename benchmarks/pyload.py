@@ -110,6 +110,9 @@ async def http_sender(args: argparse.Namespace, body: bytes) -> tuple[Sender, Ca
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     session = aiohttp.ClientSession(connector=connector, timeout=timeout)
     headers = {"Content-Type": args.content_type}
+    for line in args.header:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
 
     async def send() -> tuple[bool, bytes]:
         try:
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the flags, run, print the result line."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pyload")
     parser.add_argument("--url", required=True)
+    parser.add_argument("--header", action="append", default=[], help="NAME: VALUE (repeatable)")
     parser.add_argument("--body", required=True, help="file holding the request body")
     parser.add_argument("--content-type", default="application/octet-stream")
     parser.add_argument("--duration", type=float, default=5.0)

@@ -288,7 +288,7 @@ def _run_scenario(
         loads += [(0, r) for r in rates]
         for concurrency, rate in loads:
             spec = LoadSpec(
-                url=server.target(scenario.model, options.transport),
+                url=_url(server, scenario.model, payload, options.transport),
                 payload=payload,
                 duration=options.duration,
                 warmup=options.warmup,
@@ -378,7 +378,7 @@ def _check(
     server: Server, label: str, scenario: Scenario, payload: Payload, expected: Any
 ) -> dict[str, Any]:
     """One request of the scenario's payload; its answer must match the local model's."""
-    status, body = _post(server.predictions_url(scenario.model), payload)
+    status, body = _post(_url(server, scenario.model, payload, "http"), payload)
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -389,10 +389,16 @@ def _check(
     return {"server": label, "scenario": scenario.key, "ok": ok, "status": status}
 
 
+def _url(server: Server, model: str, payload: Payload, transport: str) -> str:
+    """Where a payload goes: its own route (predictions, or OIP infer) over HTTP."""
+    if transport != "http":
+        return server.target(model, transport)
+    return server.base + payload.route.format(model=model)
+
+
 def _post(url: str, payload: Payload) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        url, data=payload.body, headers={"Content-Type": payload.content_type}
-    )
+    headers = {"Content-Type": payload.content_type, **dict(payload.headers)}
+    request = urllib.request.Request(url, data=payload.body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read()

@@ -76,6 +76,19 @@ R64 = Scenario(
     rates=(200.0,),
     forward=((3, 64, 64), 8),
 )
+# the same model and image as R64, through the Open Inference Protocol's binary extension to
+# a tensor handler (benchmarks/bench_tensor_handler.py); TorchServe has no binary OIP
+R64_OIP = Scenario(
+    key="r18-64-oip-b8",
+    title="ResNet-18 3x64x64, OIP v2 binary tensor, tensor handler, batch 8 / 5 ms",
+    model="resnet18-oip",
+    payload="oip-64",
+    batch_size=8,
+    max_batch_delay=5,
+    concurrencies=(1, 8, 32),
+    servers=("ours",),
+    forward=((3, 64, 64), 8),
+)
 R224 = Scenario(
     key="r18-224-raw-b8",
     title="ResNet-18 3x224x224, raw float32, batch 8 / 5 ms",
@@ -106,7 +119,9 @@ FORWARD_LOOPS = (
 )
 
 SUITES = {
-    "default": Suite("default", (TINY_B1, TINY_B8, R64, R224, JPEG), forward_loops=FORWARD_LOOPS),
+    "default": Suite(
+        "default", (TINY_B1, TINY_B8, R64, R64_OIP, R224, JPEG), forward_loops=FORWARD_LOOPS
+    ),
     "quick": Suite(
         "quick",
         (

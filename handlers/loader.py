@@ -26,6 +26,7 @@ from handlers.context import Context
 from handlers.errors import HandlerLoadError
 from handlers.metrics import MetricsCache, MetricSink
 from handlers.service import Service
+from handlers.tensor import TensorHandler
 from handlers.util import load_private_module
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def load_service(spec: ServiceSpec) -> Service:
     )
     entry, initialize = _entry_point(spec.handler, spec.model_dir)
     initialize(context)
-    return Service(entry, context)
+    owner = getattr(entry, "__self__", None)
+    return Service(entry, context, owner if isinstance(owner, TensorHandler) else None)
 
 
 def add_to_path(model_dir: Path) -> None:

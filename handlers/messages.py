@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from handlers.wire import TensorResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Output:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     final: bool = True
+    tensors: TensorResult | None = None  # an Open Inference Protocol answer, rendered at the door
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +56,9 @@ class HandlerRequest(Protocol):
 
     @property
     def headers(self) -> Sequence[tuple[str, str]]: ...
+
+    @property
+    def kind(self) -> int: ...
+
+    @property
+    def payload(self) -> object: ...

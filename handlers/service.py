@@ -21,6 +21,7 @@ import orjson
 from handlers.context import Context, RequestProcessor
 from handlers.errors import PredictionException
 from handlers.messages import BatchFailure, HandlerRequest, Output, Param
+from handlers.wire import Signature
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +79,56 @@ def serialize(value: Any) -> tuple[bytes | bytearray, str | None]:
 
 
 class Service:
-    """A loaded handler with its long-lived context; `predict` runs one batch."""
+    """A loaded handler with its long-lived context; `predict` runs one batch.
 
-    def __init__(self, entry: Entry, context: Context) -> None:
+    `tensor_handler` is set when the handler is a handlers.tensor.TensorHandler; `signature`
+    holds the inputs and outputs it declares (published to the server once loaded).
+    """
+
+    def __init__(self, entry: Entry, context: Context, tensor_handler: Any = None) -> None:
         self._entry = entry
         self.context = context
+        self.tensor_handler = tensor_handler
+        self.signature: Signature | None = getattr(tensor_handler, "signature", None)
+
+    @property
+    def handle_entry(self) -> Entry:
+        """The handler's `handle(data, context)`."""
+        return self._entry
 
     def predict(
         self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
     ) -> list[Output] | BatchFailure:
         """Run the handler on a batch: one Output per request, or one failure for all."""
+        if batch[0].kind:  # KServe v1 or Open Inference Protocol (a batch holds one kind)
+            from handlers import protocols  # numpy: only where a protocol request comes
+
+            return protocols.predict(self, batch, on_intermediate)
         data, processors, ids = _inputs(batch)
+        result = self.invoke(self._entry, data, processors, ids, on_intermediate)
+        if isinstance(result, BatchFailure):
+            return result
+        failure = self.check_list(result, len(data))
+        if failure is not None:
+            return failure
+        context = self.context
+        try:
+            return [
+                make_output(context, idx, value, final=True) for idx, value in enumerate(result)
+            ]
+        except UnsupportedOutput as exc:
+            logger.warning("Model %s: %s", context.model_name, exc)
+            return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
+
+    def invoke(
+        self,
+        entry: Entry,
+        data: Any,
+        processors: list[RequestProcessor],
+        ids: dict[int, str],
+        on_intermediate: IntermediateSink | None,
+    ) -> Any:
+        """Call `entry(data, context)` with the batch's context; a failure is a BatchFailure."""
         context = self.context
         context.request_ids = ids
         context.request_processor = processors
@@ -98,7 +138,7 @@ class Service:
         context.intermediate_sender = on_intermediate
         started = time.time()
         try:
-            result = self._entry(data, context)
+            result = entry(data, context)
         except MemoryError:
             logger.error("Model %s: out of memory", context.model_name, exc_info=True)
             return BatchFailure(507, "Out of resources")
@@ -117,32 +157,29 @@ class Service:
             context.intermediate_sender = None
         if metrics is not None:  # TorchServe's backend records this for every handled batch
             metrics.add_time("PredictionTime", round((time.time() - started) * 1000, 2))
+        return result
+
+    def check_list(self, result: Any, expected: int) -> BatchFailure | None:
+        """TorchServe's rule: a handler answers a batch with a list of the same length."""
+        name = self.context.model_name
         if not isinstance(result, list):
             logger.warning(
-                "Model %s: the handler returned %s, not a list",
-                context.model_name,
-                type(result).__name__,
+                "Model %s: the handler returned %s, not a list", name, type(result).__name__
             )
             return BatchFailure(503, "Invalid model predict output")
-        if len(result) != len(data):
+        if len(result) != expected:
             logger.warning(
                 "Model %s: number of batch response mismatched, expect: %d, got: %d",
-                context.model_name,
-                len(data),
+                name,
+                expected,
                 len(result),
             )
             return BatchFailure(
                 503,
                 "number of batch response mismatched",
-                detail=f"expected {len(data)} results, got {len(result)}",
+                detail=f"expected {expected} results, got {len(result)}",
             )
-        try:
-            return [
-                make_output(context, idx, value, final=True) for idx, value in enumerate(result)
-            ]
-        except UnsupportedOutput as exc:
-            logger.warning("Model %s: %s", context.model_name, exc)
-            return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
+        return None
 
 
 def make_output(context: Context, idx: int, value: Any, *, final: bool) -> Output:

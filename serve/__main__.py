@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from serve import __version__
 from serve.config import Config, ConfigError, load_config
+from serve.snapshots import latest, snapshot_folder
+from serve.tsconfig import load_ts_config
+
+_ADDRESS_FLAGS = {
+    "inference_address": "inference API",
+    "management_address": "management API",
+    "metrics_address": "metrics API",
+    "grpc_inference_address": "gRPC inference API",
+    "grpc_management_address": "gRPC management API",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,9 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--config",
-        "--ts-config",
         type=Path,
         help="YAML config file (see README: Configuration). Without it, built-in defaults apply.",
+    )
+    parser.add_argument(
+        "--ts-config",
+        type=Path,
+        help="TorchServe config.properties file instead of --config (also env TS_CONFIG_FILE)",
     )
     parser.add_argument(
         "--model-store", help="folder holding model archives (config key model_store)"
@@ -44,19 +60,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="allow registering and unregistering models over the management API",
     )
     parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="accepted for TorchServe compatibility; the server always runs in the foreground",
+    )
+    parser.add_argument(
+        "--start",
+        action="store_true",
+        help="accepted for TorchServe compatibility; starting is what this command does",
+    )
+    parser.add_argument(
         "--disable-token-auth",
         "--dt",
         action="store_true",
         default=None,
-        help="accepted for TorchServe compatibility; token auth is not enforced by this version",
+        help="turn token authorization off: every API answers without a key "
+        "(config key disable_token_authorization)",
     )
     parser.add_argument(
         "--ncs",
         "--no-config-snapshots",
         action="store_true",
         default=None,
-        help="accepted for TorchServe compatibility; this server writes no config snapshots",
+        help="no config snapshots: neither restore the newest one nor write any",
     )
+    for key, what in _ADDRESS_FLAGS.items():
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            metavar="HOST:PORT",
+            help=f"{what} address, overriding the config file's {key}",
+        )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (config key log_level)")
     parser.add_argument("--version", action="version", version=f"serve {__version__}")
     return parser.parse_args(argv)
@@ -77,6 +110,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         values["no_config_snapshots"] = True
     if args.log_level is not None:
         values["log_level"] = args.log_level
+    for key in _ADDRESS_FLAGS:
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
     return values
 
 
@@ -84,12 +120,49 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     args = parse_args(argv)
     try:
-        config = load_config(args.config, overrides(args))
+        config, warnings, ts_config = _load(args)
     except ConfigError as exc:
         print(f"serve: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config)
+    for warning in warnings:
+        logging.getLogger("serve").warning("%s", warning)
+    if ts_config is None and not config.no_config_snapshots:
+        config = _restore_snapshot(config)
     return _run(config)
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, list[str], Path | None]:
+    """The Config, the warnings to log, and the config.properties file read (if any).
+
+    A properties file comes from --ts-config, else env TS_CONFIG_FILE; it and --config are
+    two forms of one configuration, so giving both is an error.
+    """
+    env_file = os.environ.get("TS_CONFIG_FILE")
+    ts_config = args.ts_config or (Path(env_file) if env_file else None)
+    if ts_config is None:
+        return load_config(args.config, overrides(args)), [], None
+    if args.config is not None:
+        which = "--ts-config" if args.ts_config else "TS_CONFIG_FILE"
+        raise ConfigError(which, "give either --config (YAML) or a config.properties, not both")
+    config, warnings = load_ts_config(ts_config, overrides(args))
+    return config, warnings, ts_config
+
+
+def _restore_snapshot(config: Config) -> Config:
+    """The newest readable snapshot's models replace load_models (TorchServe's rule)."""
+    folder = snapshot_folder(config)
+    found = latest(folder)
+    if found is None:
+        return config
+    count = sum(len(versions) for versions in found.models.values())
+    logging.getLogger("serve").info(
+        "Restoring %d model version(s) from config snapshot %s (load_models is not used; "
+        "start with --ncs to ignore snapshots)",
+        count,
+        found.path,
+    )
+    return dataclasses.replace(config, model_snapshot=found.models, load_models=())
 
 
 def _run(config: Config) -> int:

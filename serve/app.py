@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -18,14 +19,22 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from serve.config import Address, Config, ConfigError
+from serve import access_log
+from serve.auth.keys import Tokens, load_or_create
+from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
-from serve.http.apps import inference_app, management_app, metrics_app
+from serve.http.access import LOGGER, access_logger
+from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
+from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
+from serve.restore import restore
+from serve.snapshots import Snapshots, snapshot_folder
+from serve.traffic_snapshot import restore_traffic, traffic_fields
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import preload
 from serve.workers.threads import ThreadBudget
@@ -39,7 +48,7 @@ _ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     """The models to load at start, each with the config key that named it."""
     entries: list[tuple[str, RegisterParams]] = []
-    if not config.load_models:
+    if not config.load_models or config.model_snapshot:  # a snapshot replaces load_models
         return entries
     store = config.model_store
     if store is None:
@@ -83,30 +92,57 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     startup = startup_models(config)
     preload()  # before any listener is bound: nothing is being served yet
+    # torch's ~200k long-lived objects made every full collection stall the loop ~0.1-0.3 s;
+    # frozen, they are never scanned again
+    gc.collect()
+    gc.freeze()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
     metrics = ServerMetrics(gpu_count)
     registry = Registry(
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
     logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    warn_if_permissive(config)
+    tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
+        access = access_log.start(config)
+        if access is not None:
+            stack.callback(access.stop)  # last out: writes the final lines
         stack.push_async_callback(registry.close)
+        snapshots = _snapshots(stack, config, registry)
         for key, params in startup:
             try:
                 await registry.register(params)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
-        listeners: list[tuple[str, Address, Callable[..., web.Application]]] = [
-            ("Inference API", config.inference_address, inference_app),
-            ("Management API", config.management_address, management_app),
-            ("Metrics API", config.metrics_address, metrics_app),
+        restored = await restore(registry, config)
+        if config.model_snapshot:  # its splits win over the config's, as its models do
+            _restore_splits(registry, config)
+        else:
+            for name, split in config.traffic.items():
+                try:
+                    registry.set_traffic(name, split)
+                except ServeError as exc:
+                    raise ConfigError(f"models.{name}.traffic", exc.message) from exc
+        # the management port logs query strings (parameters); the others paths only
+        listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
+            ("Inference API", config.inference_address, inference_app, False),
+            ("Management API", config.management_address, management_app, True),
+            ("Metrics API", config.metrics_address, metrics_app, False),
         ]
+        if shares_api_port(config):
+            shared = ("Inference and Management API", config.inference_address, api_app, False)
+            listeners[:2] = [shared]
         refuse: list[Callable[[], None]] = []
-        for label, address, build in listeners:
-            bound, stop_accepting = await _listen(stack, build(config, registry, metrics), address)
+        for label, address, build, query in listeners:
+            app = build(config, registry, metrics, tokens)
+            logged = None if access is None else access_logger(access, query)
+            bound, stop_accepting = await _listen(stack, app, address, logged)
             refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
-        grpc_bound, gates = await start_grpc(stack, config, registry, SHUTDOWN_GRACE)
+        grpc_bound, gates = await start_grpc(
+            stack, config, registry, SHUTDOWN_GRACE, tokens, access
+        )
         refuse.extend(gate.close for gate in gates)
         for label, bound in grpc_bound:
             logger.info("%s bound to %s", label, bound)
@@ -115,10 +151,64 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
         _install_signals(stop)
-        logger.info("Server started; %d model version(s) registered", len(startup))
+        if snapshots is not None:
+            await snapshots.startup()
+        logger.info("Server started; %d model version(s) registered", len(startup) + restored)
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
+
+
+def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Snapshots | None:
+    """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
+    if config.no_config_snapshots:
+        return None
+    snapshots = Snapshots(
+        config, registry, snapshot_folder(config), extra_fields=[traffic_fields(registry)]
+    )
+    # runs after the APIs have drained and before the models close
+    stack.push_async_callback(snapshots.shutdown)
+    registry.listeners.append(snapshots.changed)
+    return snapshots
+
+
+async def _tokens(config: Config) -> Tokens | None:
+    """The keys (written to ./key_file.json, or the ones already there), None when off."""
+    if config.disable_token_authorization:
+        logger.warning(
+            "Token authorization is off (disable_token_authorization): the inference and "
+            "management APIs answer anyone who can reach their ports"
+        )
+        return None
+    tokens, reused = await asyncio.to_thread(
+        load_or_create, Path.cwd(), config.token_expiration_min
+    )
+    logger.info(
+        "Token authorization is on: keys %s %s (inference key for the inference APIs, "
+        "management key for the management APIs, API key for GET /token)",
+        "read from" if reused else "written to",
+        tokens.path,
+    )
+    for kind in tokens.expired():
+        logger.warning(
+            "The %s key in %s has expired: renew it (GET /token?type=%s with the API key) "
+            "or delete the file for new keys",
+            kind,
+            tokens.path,
+            kind,
+        )
+    return tokens
+
+
+def _restore_splits(registry: Registry, config: Config) -> None:
+    """The snapshot's splits, which win over serve.yaml's (as its models replace load_models)."""
+    restore_traffic(registry, config.model_snapshot)
+    if config.traffic:
+        logger.info(
+            "Not applying the traffic split(s) of models.%s.traffic in the config: the config "
+            "snapshot's splits are restored instead (start with --ncs to use the config's)",
+            ", models.".join(sorted(config.traffic)),
+        )
 
 
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
@@ -127,13 +217,19 @@ def _call_all(callbacks: list[Callable[[], None]]) -> None:
 
 
 async def _listen(
-    stack: AsyncExitStack, app: web.Application, address: Address
+    stack: AsyncExitStack,
+    app: web.Application,
+    address: Address,
+    logged: type[AbstractAccessLogger] | None,
 ) -> tuple[Address, Callable[[], None]]:
-    """Serve `app` on `address`; returns the bound address and a stop-accepting callback."""
+    """Serve `app` on `address`; returns the bound address and a stop-accepting callback.
+
+    `logged` (serve.http.access) writes the access log; None leaves it off."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        access_log=None,
+        access_log=LOGGER if logged is not None else None,
+        access_log_class=logged or AbstractAccessLogger,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
     )

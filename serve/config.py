@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,7 +16,11 @@ from typing import Any
 
 import yaml
 
+from serve.models.traffic import InvalidSplit, Split
+
 DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
+TRAFFIC_KEY = "traffic"  # reserved beside the versions of a `models:` entry
+DEFAULT_MAX_DOWNLOAD_SIZE = 10 * 1024**3
 
 
 class ConfigError(Exception):
@@ -47,6 +52,20 @@ class ModelSettings:
     max_workers: int | None = None
     response_timeout: float | None = None
     devices: tuple[int, ...] | None = None
+    default_version: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotVersion:
+    """A model version to restore at start (a snapshot's `model_snapshot` entry).
+
+    `extra` keeps the fields this server does not read (TorchServe's `runtimeType`, or those
+    a feature adds to snapshots), so a feature can read back what it saved.
+    """
+
+    mar_name: str
+    settings: ModelSettings
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +85,25 @@ class Config:
     default_response_timeout: float = 120.0
     enable_model_api: bool = False
     disable_token_authorization: bool = False
+    token_expiration_min: float = 60.0
+    access_log: bool = True
+    access_log_format: str = "text"
     no_config_snapshots: bool = False
     allowed_urls: tuple[str, ...] = DEFAULT_ALLOWED_URLS
+    max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE
+    download_timeout: float = 60.0
+    max_request_time: float | None = None
     install_py_dep_per_model: bool = False
     number_of_gpu: int | None = None
     torch_num_threads: int = 0
     adaptive_batching: bool = True
     log_level: str = "INFO"
+    routing_header: str = "X-Routing-Key"
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
+    model_snapshot: Mapping[str, Mapping[str, SnapshotVersion]] = field(default_factory=dict)
+    snapshot_dir: Path | None = None
+    # from `models: {name: {traffic: {...}}}`, applied once the startup models are registered
+    traffic: Mapping[str, Split] = field(default_factory=dict)
 
     def model_settings(self, name: str, version: str) -> ModelSettings:
         """The operator's settings for a model version (`*` matches any version)."""
@@ -110,6 +140,35 @@ def _seconds(key: str, value: Any) -> float:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value}")
     return float(value)
+
+
+def _optional_seconds(key: str, value: Any) -> float | None:
+    return None if value is None else _seconds(key, value)
+
+
+def _regex_list(key: str, value: Any) -> tuple[str, ...]:
+    patterns = _str_list(key, value)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(key, f"{pattern!r} is not a valid regular expression: {exc}") from exc
+    return patterns
+
+
+def _minutes(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number of minutes, got {value!r}")
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+    return float(value)
+
+
+def _log_format(key: str, value: Any) -> str:
+    text = _str(key, value).lower()
+    if text not in ("text", "json"):
+        raise ConfigError(key, f"expected text or json, got {value!r}")
+    return text
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -177,6 +236,7 @@ _MODEL_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "max_workers": _int(0),
     "response_timeout": _seconds,
     "devices": _devices,
+    "default_version": _bool,
 }
 
 
@@ -209,8 +269,46 @@ def _models(key: str, value: Any) -> dict[str, dict[str, ModelSettings]]:
         models[str(name)] = {
             str(version): _model_settings(f"{key}.{name}.{version}", settings)
             for version, settings in versions.items()
+            if str(version) != TRAFFIC_KEY
         }
     return models
+
+
+def _model_snapshot(key: str, value: Any) -> dict[str, dict[str, SnapshotVersion]]:
+    """`{name: {version: {mar_name, extra, <models keys>}}}`: the models a snapshot restores."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping of model names, got {value!r}")
+    restored: dict[str, dict[str, SnapshotVersion]] = {}
+    for name, versions in value.items():
+        if not isinstance(versions, dict) or not versions:
+            raise ConfigError(f"{key}.{name}", "expected a mapping of versions to settings")
+        restored[str(name)] = {}
+        for version, entry in versions.items():
+            where = f"{key}.{name}.{version}"
+            if not isinstance(entry, dict):
+                raise ConfigError(where, f"expected a mapping of settings, got {entry!r}")
+            rest = dict(entry)
+            mar_name = _str(f"{where}.mar_name", rest.pop("mar_name", None))
+            extra = rest.pop("extra", {})
+            if not isinstance(extra, dict):
+                raise ConfigError(f"{where}.extra", f"expected a mapping, got {extra!r}")
+            settings = _model_settings(where, rest)
+            restored[str(name)][str(version)] = SnapshotVersion(mar_name, settings, extra)
+    return restored
+
+
+def _traffic(key: str, value: Any) -> dict[str, Split]:
+    """The `traffic` entries of the (already checked) `models:` section, validated."""
+    splits: dict[str, Split] = {}
+    for name, versions in value.items():
+        if TRAFFIC_KEY not in versions:
+            continue
+        where = f"{key}.{name}.{TRAFFIC_KEY}"
+        try:
+            splits[str(name)] = Split.parse(versions[TRAFFIC_KEY])
+        except InvalidSplit as exc:
+            raise ConfigError(f"{where}.{exc.key}" if exc.key else where, exc.message) from None
+    return splits
 
 
 _KEYS: dict[str, Callable[[str, Any], Any]] = {
@@ -227,16 +325,25 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "default_response_timeout": _seconds,
     "enable_model_api": _bool,
     "disable_token_authorization": _bool,
+    "token_expiration_min": _minutes,
+    "access_log": _bool,
+    "access_log_format": _log_format,
     "no_config_snapshots": _bool,
-    "allowed_urls": _str_list,
+    "allowed_urls": _regex_list,
+    "max_download_size": _int(1),
+    "download_timeout": _seconds,
+    "max_request_time": _optional_seconds,
     "install_py_dep_per_model": _bool,
     "number_of_gpu": _optional_int(0),
     "torch_num_threads": _int(0),
     "adaptive_batching": _bool,
     "log_level": _log_level,
+    "routing_header": _str,
     "models": _models,
+    "model_snapshot": _model_snapshot,
+    "snapshot_dir": _path,
 }
-assert set(_KEYS) == {f.name for f in fields(Config)}
+assert set(_KEYS) == {f.name for f in fields(Config)} - {"traffic"}
 
 
 def _unknown(name: str, known: Mapping[str, object]) -> str:
@@ -253,12 +360,26 @@ def build_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         if check is None:
             raise ConfigError(str(key), _unknown(str(key), _KEYS))
         values[str(key)] = check(str(key), value)
-    store = values.get("model_store")
-    if store is not None and base_dir is not None and not store.is_absolute():
-        values["model_store"] = base_dir / store
+    if "models" in values:
+        values["traffic"] = _traffic("models", raw["models"])
+    for path_key in ("model_store", "snapshot_dir"):
+        path = values.get(path_key)
+        if path is not None and base_dir is not None and not path.is_absolute():
+            values[path_key] = base_dir / path
     config = Config(**values)
     _check_ports(config)
     return config
+
+
+# Inference and management may share one address (KServe's TorchServe config does): then one
+# listener answers both APIs. Every other pair of listeners needs its own port.
+SHAREABLE = frozenset({"inference_address", "management_address"})
+
+
+def shares_api_port(config: Config) -> bool:
+    """Whether the inference and management APIs are served by one listener."""
+    same = config.inference_address == config.management_address
+    return same and config.inference_address.port != 0
 
 
 def _check_ports(config: Config) -> None:
@@ -274,6 +395,8 @@ def _check_ports(config: Config) -> None:
         if address.port == 0:
             continue
         slot = (address.host, address.port)
+        if slot in seen and {key, seen[slot]} == SHAREABLE:
+            continue
         if slot in seen:
             raise ConfigError(key, f"port {address.port} is already used by {seen[slot]}")
         seen[slot] = key

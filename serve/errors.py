@@ -41,6 +41,23 @@ class InvalidModel(ServeError):
     type = "InvalidModelException"
 
 
+class DownloadFailed(ServeError):
+    """An archive URL that is not allowed, or whose download failed (TorchServe's type)."""
+
+    status = 400
+    type = "DownloadArchiveException"
+
+
+class InvalidKey(ServeError):
+    """A request without the key its API needs (missing, wrong, or expired)."""
+
+    status = 401
+    type = "InvalidKeyException"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
 class NotFound(ServeError):
     """An unknown path."""
 
@@ -102,6 +119,13 @@ class RequestTimeout(ServeError):
 
     status = 504
     type = "RequestTimeoutException"
+
+
+class DeadlineExceeded(ServeError):
+    """A request whose client-given or configured deadline passed before it was answered."""
+
+    status = 504
+    type = "DeadlineExceededException"
 
 
 class InternalError(ServeError):

@@ -45,6 +45,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 HOSTNAME = socket.gethostname()
 _MODEL_LABELS = ("model_name", "model_version")
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_AGREEMENT = ("equal", "different", "not_json")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -132,24 +133,48 @@ class ModelMetrics:
         self.queue_seconds = Buckets(_LATENCY_BUCKETS)
         self.batch_seconds = Buckets(_LATENCY_BUCKETS)
         self.queue_depth: Callable[[], int] = lambda: 0  # the batcher's, once it exists
+        self.deadlines_passed = {"queued": 0, "running": 0}
         self._ts: dict[str, tuple[list[float], ...]] = {}
+        # by the version that answered, whatever the URL named: what an A/B split compares
+        self.requests_ok = 0
+        self.requests_error = 0
+        self.request_seconds = Buckets(_LATENCY_BUCKETS)
+        # copies of another version's traffic sent here by a shadow split
+        self.shadow_ok = 0
+        self.shadow_error = 0
+        self.shadow_dropped = 0
+        self.shadow_seconds = Buckets(_LATENCY_BUCKETS)
+        self.agreement = dict.fromkeys(_AGREEMENT, 0)
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
         """A batch left the queue (called by the batcher on the loop)."""
-        self.executions += 1
-        self.inferences += len(batch)
-        self.batch_sizes.observe(len(batch))
+        items = 0
         observe = self.queue_seconds.observe
         for request in batch:
             observe(now - request.arrival)
+            items += request.items  # KServe v1 instances and tensor rows count one by one
+        self.executions += 1
+        self.inferences += items
+        self.batch_sizes.observe(items)
         self._metrics.queue_time_ms = (now - batch[-1].arrival) * 1000
 
     def completed(self, seconds: float) -> None:
         """A handler finished a batch after `seconds` of compute (called on the loop)."""
         self.batch_seconds.observe(seconds)
 
-    def answered(self, url_version: str | None, seconds: float, queued: float) -> None:
-        """One predict request was answered: TorchServe's three counters."""
+    def deadline_passed(self, stage: str) -> None:
+        """A request was answered 504 when its deadline passed while `queued` or `running`."""
+        self.deadlines_passed[stage] += 1
+
+    def answered(
+        self, url_version: str | None, seconds: float, queued: float, ok: bool = True
+    ) -> None:
+        """One predict request was answered: TorchServe's three counters, ours by version."""
+        if ok:
+            self.requests_ok += 1
+        else:
+            self.requests_error += 1
+        self.request_seconds.observe(seconds)
         label = url_version or "default"
         cells = self._ts.get(label)
         if cells is None:
@@ -158,6 +183,10 @@ class ModelMetrics:
         cells[0][0] += 1
         cells[1][0] += seconds * 1e6
         cells[2][0] += queued * 1e6
+
+    def count_agreement(self, result: str) -> None:
+        """A shadow answer compared with the primary's: equal, different or not_json."""
+        self.agreement[result] += 1
 
     def close(self) -> None:
         """Stop exporting this version's batching figures (it was unregistered)."""
@@ -182,10 +211,14 @@ class BatchingCollector:
             "serve_executions", "Batches run by handlers", labels=labels
         )
         inferences = CounterMetricFamily(
-            "serve_inferences", "Requests run by handlers (summed over batches)", labels=labels
+            "serve_inferences",
+            "Batch items run by handlers (requests; KServe instances and tensor rows one by one)",
+            labels=labels,
         )
         sizes = HistogramMetricFamily(
-            "serve_batch_size", "Requests per batch sent to a handler", labels=labels
+            "serve_batch_size",
+            "Batch items (requests, KServe instances, tensor rows) per handler call",
+            labels=labels,
         )
         queued = HistogramMetricFamily(
             "serve_queue_seconds",
@@ -200,15 +233,60 @@ class BatchingCollector:
         depth = GaugeMetricFamily(
             "serve_queue_depth", "Requests waiting in the batcher's queue", labels=labels
         )
+        deadlines = CounterMetricFamily(
+            "serve_deadline_exceeded",
+            "Requests answered 504 because their deadline passed, by where they were",
+            labels=[*labels, "stage"],
+        )
+        requests = CounterMetricFamily(
+            "serve_requests",
+            "Prediction requests answered, by the version that served them (routed or named)",
+            labels=[*labels, "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "serve_request_seconds",
+            "Time from a request's arrival to its answer, by the version that served it",
+            labels=labels,
+        )
+        shadow = CounterMetricFamily(
+            "serve_shadow_requests",
+            "Shadow copies sent to a version: answered ok, failed, or dropped (queue full)",
+            labels=[*labels, "outcome"],
+        )
+        agreement = CounterMetricFamily(
+            "serve_shadow_agreement",
+            "Shadow answers compared with the primary's: equal, different or not_json",
+            labels=[*labels, "result"],
+        )
+        shadow_latency = HistogramMetricFamily(
+            "serve_shadow_seconds",
+            "Time from a shadow copy's queueing to its answer",
+            labels=labels,
+        )
         for m in models:
             key = [m.name, m.version]
+            for stage, count in m.deadlines_passed.items():
+                deadlines.add_metric([*key, stage], count)
+            requests.add_metric([*key, "ok"], m.requests_ok)
+            requests.add_metric([*key, "error"], m.requests_error)
+            latency.add_metric(key, m.request_seconds.cumulative(), m.request_seconds.total)
+            if m.shadow_ok or m.shadow_error or m.shadow_dropped:
+                shadow.add_metric([*key, "ok"], m.shadow_ok)
+                shadow.add_metric([*key, "error"], m.shadow_error)
+                shadow.add_metric([*key, "dropped"], m.shadow_dropped)
+                for result, count in m.agreement.items():
+                    agreement.add_metric([*key, result], count)
+                shadow_latency.add_metric(
+                    key, m.shadow_seconds.cumulative(), m.shadow_seconds.total
+                )
             executions.add_metric(key, m.executions)
             inferences.add_metric(key, m.inferences)
             sizes.add_metric(key, m.batch_sizes.cumulative(), m.batch_sizes.total)
             queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
             computed.add_metric(key, m.batch_seconds.cumulative(), m.batch_seconds.total)
             depth.add_metric(key, m.queue_depth())
-        yield from (executions, inferences, sizes, queued, computed, depth)
+        yield from (executions, inferences, sizes, queued, computed, depth, deadlines)
+        yield from (requests, latency, shadow, agreement, shadow_latency)
 
 
 class ServerMetrics:

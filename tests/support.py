@@ -52,6 +52,9 @@ class Server:
     root: Path
     config: dict[str, Any]
     process: subprocess.Popen[bytes] | None = None
+    # False: no serve.yaml is written or passed (the test passes --ts-config, say)
+    yaml_config: bool = True
+    env: dict[str, str] = field(default_factory=dict)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -79,13 +82,13 @@ class Server:
 
     def start(self, *args: str) -> None:
         path = self.root / "serve.yaml"
-        path.write_text(yaml.safe_dump(self.config))
-        # this checkout's code, whatever the virtualenv has installed
-        python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = {**os.environ, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+        config_args = ["--config", str(path)] if self.yaml_config else []
+        if self.yaml_config:
+            path.write_text(yaml.safe_dump(self.config))
+        env = {**serve_env(), "PYTHONUNBUFFERED": "1", **self.env}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "serve", "--config", str(path), *args],
+                [sys.executable, "-m", "serve", *config_args, *args],
                 cwd=self.root,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -134,8 +137,27 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def serve_env() -> dict[str, str]:
+    """The environment with this checkout first on PYTHONPATH: this checkout's code runs,
+    whichever checkout the virtualenv has installed."""
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": python_path}
+
+
+def run_serve(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m serve ARGS` to its end; its exit code and output (text) are returned."""
+    return subprocess.run(
+        [sys.executable, "-m", "serve", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=serve_env(),
+    )
+
+
 def server_config(store: Path, **extra: Any) -> dict[str, Any]:
-    """A config on free ports serving `store`."""
+    """A config on free ports serving `store`; token auth off unless `extra` turns it on."""
     config: dict[str, Any] = {
         "inference_address": f"127.0.0.1:{free_port()}",
         "management_address": f"127.0.0.1:{free_port()}",
@@ -143,6 +165,7 @@ def server_config(store: Path, **extra: Any) -> dict[str, Any]:
         "grpc_inference_address": f"127.0.0.1:{free_port()}",
         "grpc_management_address": f"127.0.0.1:{free_port()}",
         "model_store": str(store),
+        "disable_token_authorization": True,
     }
     config.update(extra)
     return config

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests import handlers_src as src
-from tests.support import Server, http, model_folder, server_config
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serve", *args], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+from tests.support import Server, http, model_folder, run_serve, server_config
 
 
 def write(path: Path, config: dict[str, object]) -> Path:
@@ -26,7 +18,7 @@ def write(path: Path, config: dict[str, object]) -> Path:
 
 
 def test_help_explains_every_flag(tmp_path: Path) -> None:
-    result = run_cli("--help", cwd=tmp_path)
+    result = run_serve("--help", cwd=tmp_path)
     assert result.returncode == 0
     for flag in (
         "--config",
@@ -35,6 +27,8 @@ def test_help_explains_every_flag(tmp_path: Path) -> None:
         "--enable-model-api",
         "--disable-token-auth",
         "--ncs",
+        "--ts-config",
+        "--foreground",
     ):
         assert flag in result.stdout
 
@@ -55,8 +49,13 @@ def test_help_explains_every_flag(tmp_path: Path) -> None:
         ({"inference_address": "127.0.0.1:99999"}, "inference_address", "0 to 65535"),
         ({"metrics_address": "https://127.0.0.1:8443"}, "metrics_address", "TLS"),
         (
-            {"inference_address": "127.0.0.1:5000", "management_address": "127.0.0.1:5000"},
-            "management_address",
+            {"management_address": "127.0.0.1:5000", "metrics_address": "127.0.0.1:5000"},
+            "metrics_address",
+            "already used",
+        ),
+        (
+            {"inference_address": "127.0.0.1:5000", "grpc_inference_address": "127.0.0.1:5000"},
+            "grpc_inference_address",
             "already used",
         ),
         ({"models": {"m": {"1.0": {"batch_sise": 2}}}}, "models.m.1.0.batch_sise", "did you mean"),
@@ -77,7 +76,7 @@ def test_config_errors_name_the_key_and_exit_2_before_binding(
     (tmp_path / "store").mkdir()
     port = _bound_port()
     full = {"model_store": "store", "inference_address": f"127.0.0.1:{port}", **config}
-    result = run_cli("--config", str(write(tmp_path / "serve.yaml", full)), cwd=tmp_path)
+    result = run_serve("--config", str(write(tmp_path / "serve.yaml", full)), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert key in result.stderr
     assert fragment in result.stderr
@@ -89,7 +88,7 @@ def test_a_broken_startup_archive_is_a_config_error(tmp_path: Path) -> None:
     store.mkdir()
     (store / "broken.mar").write_bytes(b"this is not a zip")
     config = server_config(store, load_models=["broken.mar"])
-    result = run_cli("--config", str(write(tmp_path / "serve.yaml", config)), cwd=tmp_path)
+    result = run_serve("--config", str(write(tmp_path / "serve.yaml", config)), cwd=tmp_path)
     assert result.returncode == 2
     assert "load_models[0]" in result.stderr
     assert "broken.mar" in result.stderr
@@ -100,11 +99,11 @@ def test_a_broken_startup_archive_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_unreadable_or_invalid_config_files(tmp_path: Path) -> None:
-    result = run_cli("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    result = run_serve("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "cannot read" in result.stderr
     (tmp_path / "bad.yaml").write_text("a: [unclosed")
-    result = run_cli("--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
+    result = run_serve("--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "not valid YAML" in result.stderr
 

@@ -209,7 +209,9 @@ def test_descriptions_are_per_port(fuzz_server: Server) -> None:
     management_paths = set(json.loads(management_doc)["paths"])
     assert "/predictions/{model_name}" in inference_paths
     assert "/models/{model_name}" in management_paths
-    assert inference_paths & management_paths == {"/"}
+    # KServe v1 readiness is on both ports, as in TorchServe: TorchServe's body on management,
+    # KServe's on inference
+    assert inference_paths & management_paths == {"/", "/v1/models/{model_name}"}
 
 
 def test_a_405_names_the_allowed_methods(fuzz_server: Server) -> None:

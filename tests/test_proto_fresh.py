@@ -33,6 +33,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
             "--python_betterproto2_opt=client_generation=async,server_generation=async",
             "proto/inference.proto",
             "proto/management.proto",
+            "proto/grpc_predict_v2.proto",
         ],
         cwd=REPO,
         env=env,
@@ -52,4 +53,4 @@ def test_make_proto_runs_this_generator() -> None:
     ).stdout
     assert "grpc_tools.protoc -I proto" in dry
     assert "--python_betterproto2_opt=client_generation=async,server_generation=async" in dry
-    assert "proto/inference.proto proto/management.proto" in dry
+    assert "proto/inference.proto proto/management.proto proto/grpc_predict_v2.proto" in dry

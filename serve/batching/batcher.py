@@ -1,7 +1,9 @@
 """The per-model-version dynamic batcher: a bounded queue, executors, and dispatch.
 
 Everything here runs on the event loop. A batch is formed when an executor is idle, by
-applying `policy.decide`; requests whose client went away are dropped before dispatch. One
+applying `policy.decide`; requests whose client went away are dropped before dispatch.
+batch_size counts items: a request may fill several (KServe v1 instances, tensor rows), one
+with more than batch_size runs alone, and a batch holds requests of one protocol kind. One
 exception keeps executors busy without changing any batch: a *full* batch (batch_size
 requests, which waiting cannot grow) may wait in the inbox of an executor that is running
 another, so the executor starts it the moment it finishes instead of waiting for the loop.
@@ -10,6 +12,10 @@ The executor thread reports back with `complete` (through `call_soon_threadsafe`
 answers every request of the batch and lets the executor take the next one. A watchdog checks
 the running batches: one still running after the response timeout is answered with an error
 (so is a batch queued behind it), and its executor is handed to `on_stuck`, which replaces it.
+
+A request with a deadline gets a timer when it is queued. When the deadline passes the request
+is answered 504 at once: a queued one is taken out of the queue, so no handler sees it; a
+running one's batch goes on for the others and its late result is ignored.
 """
 
 from __future__ import annotations
@@ -26,7 +32,14 @@ from typing import Protocol
 from handlers.messages import BatchFailure, Output
 from serve.batching.policy import ArrivalRate, ConcurrencyWindow, Take, decide
 from serve.batching.request import InferenceRequest
-from serve.errors import InternalError, RequestTimeout, ServeError, ServiceUnavailable, no_worker
+from serve.errors import (
+    DeadlineExceeded,
+    InternalError,
+    RequestTimeout,
+    ServeError,
+    ServiceUnavailable,
+    no_worker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +81,7 @@ class Batcher:
         on_stuck: Callable[[Runner], None],
         on_batch: Callable[[Batch, float], None] | None = None,
         on_done: Callable[[float], None] | None = None,
+        on_deadline: Callable[[str], None] | None = None,
         adaptive: bool = True,
     ) -> None:
         self.model = model
@@ -81,7 +95,9 @@ class Batcher:
         self._on_stuck = on_stuck
         self._on_batch = on_batch
         self._on_done = on_done
+        self._on_deadline = on_deadline
         self._pending: deque[InferenceRequest] = deque()
+        self._extra = 0  # items beyond one per pending request (0 unless multi-item requests)
         self._idle: deque[Runner] = deque()
         self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
         self._in_flight = 0
@@ -113,11 +129,16 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
         pending.append(request)
+        if request.deadline is not None:
+            delay = max(0.0, request.deadline.at - time.monotonic())
+            request.timer = self._loop.call_later(delay, self._deadline_passed, request)
+        if request.items != 1:
+            self._extra += request.items - 1
         self._drained.clear()
         now = request.arrival
         self._rate.observe(now)
         self._window.observe(len(pending) + self._in_flight, now)
-        if self._idle or len(pending) >= self.batch_size:
+        if self._idle or len(pending) + self._extra >= self.batch_size:
             self._dispatch()
 
     def add(self, runner: Runner) -> None:
@@ -154,6 +175,46 @@ class Batcher:
             self._check_drained()
             self.add(runner)
 
+    def _deadline_passed(self, request: InferenceRequest) -> None:
+        """Answer a request whose deadline passed: 504 now, out of the queue if still queued."""
+        request.timer = None
+        if request.future.done() and request.stream is None:
+            return  # answered, failed or cancelled in the meantime
+        stage = self._stage(request)
+        if not request.dispatched:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(request)
+            self._check_drained()
+        deadline = request.deadline
+        assert deadline is not None
+        request.fail(
+            DeadlineExceeded(
+                f"The request deadline of {deadline.describe()} passed while the request was "
+                f'{stage} for model "{self.model}" version {self.version}'
+            )
+        )
+        logger.info(
+            "Request %s to model %s version %s: deadline of %s passed while %s; answered 504",
+            request.request_id,
+            self.model,
+            self.version,
+            deadline.describe(),
+            stage,
+        )
+        if self._on_deadline is not None:
+            self._on_deadline(stage)
+
+    def _stage(self, request: InferenceRequest) -> str:
+        """ "queued" until a handler has its batch (in the queue or an executor's inbox)."""
+        if not request.dispatched:
+            return "queued"
+        for flights in self._flights.values():
+            for flight in flights:
+                if request in flight.batch:
+                    # an inbox batch is skipped by its executor (serve.workers.executor)
+                    return "running" if flight.started is not None else "queued"
+        return "running"
+
     # --- removing executors ----------------------------------------------------------------
 
     def forget(self, runner: Runner) -> bool:
@@ -162,6 +223,12 @@ class Batcher:
             self._idle.remove(runner)
             return True
         return False
+
+    def _pop(self) -> InferenceRequest:
+        request = self._pending.popleft()
+        if request.items != 1:
+            self._extra -= request.items - 1
+        return request
 
     @property
     def pending(self) -> int:
@@ -179,19 +246,20 @@ class Batcher:
         pending = self._pending
         while pending:
             while pending and pending[0].done:
-                pending.popleft()
+                self._pop()
             if not pending:
                 break
             now = time.monotonic()
+            items = len(pending) + self._extra
             if not self._idle:
                 # no executor is free: only a full batch may queue behind a running one
-                runner = self._queue_slot() if len(pending) >= self.batch_size else None
+                runner = self._queue_slot() if items >= self.batch_size else None
                 if runner is None:
                     break
                 self._send(runner, self._take(self.batch_size, now), now, running=False)
                 continue
             decision = decide(
-                pending=len(pending),
+                pending=items,
                 oldest_age=now - pending[0].arrival,
                 batch_size=self.batch_size,
                 max_delay=self.max_batch_delay,
@@ -211,18 +279,23 @@ class Batcher:
         self._check_drained()
 
     def _take(self, count: int, now: float) -> Batch:
+        """Up to `count` items of one kind; a request with more items than that goes alone."""
         pending = self._pending
         batch: Batch = []
-        while pending and len(batch) < count:
+        size = 0
+        while pending and size < count:
             request = pending[0]
             if request.done:
-                pending.popleft()
+                self._pop()
                 continue
-            if request.solo and batch:
-                break  # it goes alone, in the next batch
-            pending.popleft()
+            if batch and (
+                request.solo or request.kind != batch[0].kind or size + request.items > count
+            ):
+                break  # it goes in the next batch
+            self._pop()
             request.dispatched = now
             batch.append(request)
+            size += request.items
             if request.solo:
                 break
         return batch
@@ -325,7 +398,7 @@ class Batcher:
     def fail_all(self, error: ServeError) -> None:
         """Answer everything queued or running with `error`."""
         while self._pending:
-            self._pending.popleft().fail(error)
+            self._pop().fail(error)
         for flights in self._flights.values():
             for flight in flights:
                 for request in flight.batch:

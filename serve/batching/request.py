@@ -8,6 +8,7 @@ import time
 import uuid
 
 from handlers.messages import Output, Param
+from serve.batching.deadline import Deadline
 from serve.errors import ServeError
 
 
@@ -17,17 +18,29 @@ class InferenceRequest:
     The first Output (or error) resolves `future`. A streaming handler's later chunks go to
     `stream`, created when the first chunk is not final. A `solo` request (a describe call:
     BaseHandler answers it for the whole batch) always runs in a batch of its own.
+    A request with a `deadline` gets a `timer` from the batcher; it is cancelled once the
+    request is finished (its final output or an error), so only a late request sees it fire.
+
+    `items` is how many entries of the handler's batch the request fills (KServe v1 instances,
+    rows of a tensor request; 1 for TorchServe's own APIs): the batcher counts them against
+    batch_size. `kind` names the protocol (handlers.wire): a batch holds one kind only, and
+    `payload` carries that protocol's parsed body.
     """
 
     __slots__ = (
         "arrival",
+        "deadline",
         "dispatched",
         "future",
         "headers",
+        "items",
+        "kind",
         "params",
+        "payload",
         "request_id",
         "solo",
         "stream",
+        "timer",
     )
 
     def __init__(
@@ -38,15 +51,24 @@ class InferenceRequest:
         loop: asyncio.AbstractEventLoop,
         *,
         solo: bool = False,
+        deadline: Deadline | None = None,
+        kind: int = 0,
+        payload: object = None,
+        items: int = 1,
     ) -> None:
         self.request_id = request_id
         self.params = params
         self.headers = headers
         self.solo = solo
+        self.kind = kind
+        self.payload = payload
+        self.items = items
         self.arrival = time.monotonic()
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()
         self.stream: asyncio.Queue[Output | ServeError] | None = None
+        self.deadline = deadline
+        self.timer: asyncio.TimerHandle | None = None
 
     @property
     def done(self) -> bool:
@@ -61,6 +83,9 @@ class InferenceRequest:
             self.future.set_result(output)
         elif self.stream is not None:
             self.stream.put_nowait(output)
+        if output.final and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def fail(self, error: ServeError) -> None:
         """Answer with an error, or end a started stream with it (runs on the event loop)."""
@@ -68,6 +93,9 @@ class InferenceRequest:
             self.future.set_exception(error)
         elif self.stream is not None:
             self.stream.put_nowait(error)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 # Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.

@@ -5,6 +5,10 @@ InferenceRequest through the batcher. Like TorchServe, inputs carry no content t
 get bytearrays. Errors end the RPC with their status (serve.grpc.errors), except on
 StreamPredictions2, where each request is answered in order and a failed one gets an in-band
 `status` so the stream can go on.
+
+Predictions and StreamPredictions are served from the grpclib stream itself (not the generated
+wrappers) to read the routing key from the request metadata and to name the version that
+answered in the trailing metadata (`x-model-version`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+import grpclib.const
+import grpclib.server
 import orjson
+from grpclib.metadata import Deadline as CallDeadline
 
 from handlers.messages import Param
+from serve.batching.deadline import GRPC_SOURCE, Deadline, choose
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
@@ -29,7 +39,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
     TorchServeHealthResponse,
 )
 from serve.models.operations import healthy
-from serve.models.predict import chunks, first_output, predict
+from serve.models.predict import chunks, first_output, predict, submit
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
 
@@ -37,6 +47,15 @@ from serve.models.version import ModelVersion
 # the server stops reading the stream, so a client that does not read cannot pile up work.
 STREAM_WINDOW = 64
 SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
+MODEL_VERSION = "x-model-version"
+_SERVICE = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/"
+Stream = grpclib.server.Stream[PredictionsRequest, PredictionResponse]
+# The client's deadline of the call being handled (grpclib's `stream.deadline`); set per RPC
+# by the server's gate (serve.grpc.server), read when a request is made.
+CALL_DEADLINE: ContextVar[CallDeadline | None] = ContextVar("call_deadline", default=None)
+# Our 504 fires this much before the client's deadline, so that it (not grpclib cancelling the
+# handler at the deadline itself) ends the call: counted, and taken out of the queue at once.
+DEADLINE_MARGIN = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +85,22 @@ class InferenceService(InferenceApIsServiceBase):
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self._routing_header = registry.config.routing_header.lower()
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        mapping = super().__mapping__()
+        for name, rpc in (
+            ("Predictions", self._predictions),
+            ("StreamPredictions", self._stream_predictions),
+            ("StreamPredictions2", self._stream_predictions_2),
+        ):
+            mapping[_SERVICE + name] = mapping[_SERVICE + name]._replace(func=rpc)
+        return mapping
+
+    def _key(self, stream: Any) -> str | None:
+        """The routing key in the call's metadata (ignored for a request naming a version)."""
+        key = stream.metadata.get(self._routing_header) if stream.metadata else None
+        return key if isinstance(key, str) else None
 
     async def ping(self, message: Empty) -> TorchServeHealthResponse:
         """TorchServe's health JSON; an unhealthy server still answers OK, as TorchServe's."""
@@ -74,29 +109,41 @@ class InferenceService(InferenceApIsServiceBase):
             health=orjson.dumps({"status": status}, option=orjson.OPT_INDENT_2).decode()
         )
 
-    async def predictions(self, message: PredictionsRequest) -> PredictionResponse:
+    async def _predictions(self, stream: Stream) -> None:
         """One answer; a streaming handler's chunks are joined, as REST's chunked body is."""
-        version, job, started = self._job(message)
+        message = await stream.recv_message()
+        assert message is not None  # grpclib ends a unary call without a message itself
+        version, job, started = self._job(message, self._key(stream))
         first = await predict(version, job, message.model_version or None, started)
         body = b"".join([item.body async for item in chunks(job, first)])
-        return PredictionResponse(prediction=body)
+        await stream.send_message(PredictionResponse(prediction=body))
+        await stream.send_trailing_metadata(metadata={MODEL_VERSION: version.version})
 
-    async def stream_predictions(
-        self, message: PredictionsRequest
-    ) -> AsyncIterator[PredictionResponse]:
+    async def _stream_predictions(self, stream: Stream) -> None:
         """One message per handler chunk (send_intermediate_predict_response), then the last."""
-        version, job, started = self._job(message)
+        message = await stream.recv_message()
+        assert message is not None
+        version, job, started = self._job(message, self._key(stream))
         first = await predict(version, job, message.model_version or None, started)
         async for item in chunks(job, first):
-            yield PredictionResponse(prediction=item.body)
+            await stream.send_message(PredictionResponse(prediction=item.body))
+        await stream.send_trailing_metadata(metadata={MODEL_VERSION: version.version})
+
+    async def _stream_predictions_2(self, stream: Stream) -> None:
+        answers = self.stream_predictions_2(stream.__aiter__(), key=self._key(stream))
+        async for response in answers:
+            await stream.send_message(response)
 
     async def stream_predictions_2(
-        self, messages: AsyncIterator[PredictionsRequest]
+        self, messages: AsyncIterator[PredictionsRequest], key: str | None = None
     ) -> AsyncIterator[PredictionResponse]:
-        """Every request answered in order; requests are queued as they arrive, so they batch."""
+        """Every request answered in order; requests are queued as they arrive, so they batch.
+
+        Requests of one call may name different models, so no trailing version is sent.
+        """
         queue: asyncio.Queue[_Submitted | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
-        reader = asyncio.create_task(self._read(messages, queue, window))
+        reader = asyncio.create_task(self._read(messages, queue, window, key))
         try:
             while (item := await queue.get()) is not None:
                 async for response in self._answers(item):
@@ -117,18 +164,19 @@ class InferenceService(InferenceApIsServiceBase):
         messages: AsyncIterator[PredictionsRequest],
         queue: asyncio.Queue[_Submitted | None],
         window: asyncio.Semaphore,
+        key: str | None,
     ) -> None:
         try:
             async for message in messages:
                 await window.acquire()
-                queue.put_nowait(self._submit(message))
+                queue.put_nowait(self._submit(message, key))
         finally:
             queue.put_nowait(None)
 
-    def _submit(self, message: PredictionsRequest) -> _Submitted:
+    def _submit(self, message: PredictionsRequest, key: str | None) -> _Submitted:
         try:
-            version, job, started = self._job(message)
-            version.batcher.submit(job)
+            version, job, started = self._job(message, key)
+            submit(version, job, message.model_version or None)
         except ServeError as error:
             return _Refused(message.sequence_id, error)
         url_version = message.model_version or None
@@ -145,19 +193,30 @@ class InferenceService(InferenceApIsServiceBase):
         except ServeError as error:
             yield _failed(item.sequence_id, error)
 
-    def _job(self, message: PredictionsRequest) -> tuple[ModelVersion, InferenceRequest, float]:
+    def _job(
+        self, message: PredictionsRequest, key: str | None = None
+    ) -> tuple[ModelVersion, InferenceRequest, float]:
         if not message.model_name:
             raise BadRequest("Parameter model_name is required.")
-        version = self._registry.get(message.model_name, message.model_version or None)
+        version = self._registry.get(message.model_name, message.model_version or None, key)
         if not message.input:
             raise BadRequest("Parameter input is required.")
         params = tuple(Param(name, "", bytearray(value)) for name, value in message.input.items())
         headers: tuple[tuple[str, str], ...] = ()
         if message.sequence_id:
             headers = ((SEQUENCE_HEADER, message.sequence_id),)
+        started = time.monotonic()
+        deadline = call_deadline(started, self._registry.config.max_request_time)
         loop = asyncio.get_running_loop()
-        job = InferenceRequest(new_request_id(), params, headers, loop)
-        return version, job, time.monotonic()
+        job = InferenceRequest(new_request_id(), params, headers, loop, deadline=deadline)
+        return version, job, started
+
+
+def call_deadline(started: float, max_request_time: float | None) -> Deadline | None:
+    """The deadline of a request made now: the call's (less the margin) or max_request_time."""
+    given = CALL_DEADLINE.get()
+    client = None if given is None else max(0.0, given.time_remaining() - DEADLINE_MARGIN)
+    return choose(started, client, GRPC_SOURCE, max_request_time)
 
 
 def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:

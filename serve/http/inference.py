@@ -18,6 +18,7 @@ import time
 from aiohttp import web
 
 from handlers.messages import Output, Param
+from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
@@ -33,6 +34,7 @@ _NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
 }
+MODEL_VERSION = "X-Model-Version"  # names the version that answered (routed or named)
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
@@ -82,7 +84,7 @@ async def ready(request: web.Request) -> web.Response:
 async def ready_model(request: web.Request) -> web.Response:
     """Per-model readiness: 200 when at least one, and min_workers, workers are ready."""
     version = request.app[REGISTRY].get(
-        request.match_info["model"], request.match_info.get("version")
+        request.match_info["model"], request.match_info.get("version"), routed=False
     )
     body = {
         "modelName": version.name,
@@ -148,35 +150,46 @@ async def _infer(
     query_inputs: bool = False,
 ) -> web.StreamResponse:
     url_version = url_version or None
-    version = request.app[REGISTRY].get(model, url_version)
+    config = request.app[CONFIG]
+    key = None if url_version else request.headers.get(config.routing_header)
+    version = request.app[REGISTRY].get(model, url_version, key)
     if request.method == "OPTIONS":
         return json_response(inference_description())
     started = time.monotonic()
-    params = await read_params(request, request.app[CONFIG].max_request_size)
-    if query_inputs and request.query:
-        query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
-        params = (*query, *params)
-    request_id = _request_id(request)
-    headers = (
-        *request.headers.items(),
-        ("explain", "True" if explain else "False"),
-        ("url_path", request.match_info.get("path", "")),
-    )
-    job = InferenceRequest(request_id, params, headers, asyncio.get_running_loop())
-    output = await predict(version, job, url_version, started)
-    if output.final:
-        return _response(output, request_id)
-    return await _stream(request, job, output, request_id)
+    client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
+    deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
+    try:
+        params = await read_params(request, config.max_request_size)
+        if query_inputs and request.query:
+            query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
+            params = (*query, *params)
+        request_id = request_id_of(request)
+        headers = (
+            *request.headers.items(),
+            ("explain", "True" if explain else "False"),
+            ("url_path", request.match_info.get("path", "")),
+        )
+        job = InferenceRequest(
+            request_id, params, headers, asyncio.get_running_loop(), deadline=deadline
+        )
+        output = await predict(version, job, url_version, started)
+        if output.final:
+            return _response(output, request_id, version.version)
+        return await _stream(request, job, output, request_id, version.version)
+    except ServeError as error:  # the answer names the version even when it is an error
+        error.headers = {**error.headers, MODEL_VERSION: version.version}
+        raise
 
 
-def _request_id(request: web.Request) -> str:
+def request_id_of(request: web.Request) -> str:
+    """The client's x-request-id when it is usable, else a fresh id."""
     given = request.headers.get("x-request-id")
     if given is not None and _REQUEST_ID.match(given):
         return given
     return new_request_id()
 
 
-def _headers(output: Output, request_id: str) -> dict[str, str]:
+def _headers(output: Output, request_id: str, model_version: str) -> dict[str, str]:
     headers = dict(_NO_CACHE)
     for key, value in output.headers.items():
         text = str(value)
@@ -185,6 +198,7 @@ def _headers(output: Output, request_id: str) -> dict[str, str]:
             continue
         headers[key] = text
     headers["x-request-id"] = request_id
+    headers[MODEL_VERSION] = model_version
     if output.content_type:
         headers["Content-Type"] = output.content_type
     return headers
@@ -199,19 +213,19 @@ def _status(output: Output) -> tuple[int, str | None]:
     return output.status, reason
 
 
-def _response(output: Output, request_id: str) -> web.Response:
+def _response(output: Output, request_id: str, model_version: str) -> web.Response:
     status, reason = _status(output)
-    return web.Response(
-        body=output.body, status=status, reason=reason, headers=_headers(output, request_id)
-    )
+    headers = _headers(output, request_id, model_version)
+    return web.Response(body=output.body, status=status, reason=reason, headers=headers)
 
 
 async def _stream(
-    request: web.Request, job: InferenceRequest, first: Output, request_id: str
+    request: web.Request, job: InferenceRequest, first: Output, request_id: str, model_version: str
 ) -> web.StreamResponse:
     """Relay a streaming handler's chunks as one chunked HTTP response."""
     status, reason = _status(first)
-    response = web.StreamResponse(status=status, reason=reason, headers=_headers(first, request_id))
+    headers = _headers(first, request_id, model_version)
+    response = web.StreamResponse(status=status, reason=reason, headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:

@@ -50,6 +50,10 @@ def routes() -> list[web.RouteDef]:
         web.route("OPTIONS", "/", describe_api),
         web.get("/models", list_models),
         web.post("/models", register),
+        # before /models/{model}/{version}: "traffic" is not a version here
+        web.get("/models/{model}/traffic", get_traffic),
+        web.put("/models/{model}/traffic", set_traffic),
+        web.delete("/models/{model}/traffic", clear_traffic),
         web.get("/models/{model}", describe),
         web.get("/models/{model}/{version}", describe),
         web.put("/models/{model}", scale),
@@ -124,6 +128,26 @@ async def set_default(request: web.Request) -> web.Response:
     return _reply(operations.set_default(request.app[REGISTRY], info["model"], info["version"]))
 
 
+async def get_traffic(request: web.Request) -> web.Response:
+    """The model's traffic split, in the shape PUT takes."""
+    return json_response(operations.get_traffic(request.app[REGISTRY], request.match_info["model"]))
+
+
+async def set_traffic(request: web.Request) -> web.Response:
+    """Set the split from a JSON body: `{"1.0": 90, "2.0": 10, "shadow": {"2.0": 25}}`."""
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The traffic split must be a JSON object: {exc}") from exc
+    return _reply(operations.set_traffic(request.app[REGISTRY], request.match_info["model"], body))
+
+
+async def clear_traffic(request: web.Request) -> web.Response:
+    """Remove the split: the default version takes all unversioned traffic again."""
+    return _reply(operations.clear_traffic(request.app[REGISTRY], request.match_info["model"]))
+
+
 async def unregister(request: web.Request) -> web.Response:
     """Remove a version (405 unless enable_model_api); queued requests drain first."""
     operations.check_model_api(request.app[CONFIG], "unregister")
@@ -139,5 +163,5 @@ def _reply(reply: Reply) -> web.Response:
 
 async def kserve_ready(request: web.Request) -> web.Response:
     """KServe v1 readiness of a model's default version."""
-    version = request.app[REGISTRY].get(request.match_info["model"])
+    version = request.app[REGISTRY].get(request.match_info["model"], routed=False)
     return json_response({"name": version.name, "ready": version.pool.ready_count > 0})

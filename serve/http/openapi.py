@@ -9,6 +9,8 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
+from serve.auth.public import PUBLIC_PATHS, template
+from serve.http import oip_openapi
 from serve.models.operations import MAX_INT, MAX_WORKERS
 
 _ERROR = {
@@ -21,6 +23,17 @@ _ERROR = {
     },
 }
 _STATUS = {"type": "object", "properties": {"status": {"type": "string"}}}
+_SPLIT = {
+    "type": "object",
+    "description": 'Integer weights by version, optionally "shadow": percentages by version',
+    "properties": {
+        "shadow": {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100},
+        }
+    },
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -37,7 +50,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "Request body larger than max_request_size",
         500: "Internal error, or workers failed to start",
         503: "Queue full or no worker; retry later (Retry-After)",
-        504: "The model did not answer within response_timeout",
+        504: "The model did not answer within response_timeout, or the request deadline "
+        "(X-Request-Timeout or max_request_time) passed",
         507: "Out of resources",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
@@ -61,11 +75,25 @@ _INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
 _SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
 _BOOL = {"type": "boolean"}
+_TIMEOUT = _param(
+    "X-Request-Timeout",
+    "header",
+    {"type": "integer", "minimum": 1},
+    "Deadline in milliseconds from arrival; past it the request is answered 504 and dropped "
+    "if still queued (the server's max_request_time applies too; the sooner wins)",
+)
+_ROUTING = _param(
+    "X-Routing-Key",
+    "header",
+    {"type": "string"},
+    "Sticky key for the model's traffic split: the same key reaches the same version "
+    "(the header's name is the server's routing_header; ignored when a version is named)",
+)
 
 
 def _predict(summary: str, with_version: bool) -> dict[str, Any]:
     """A prediction path. TorchServe does not check the method; POST is the one documented."""
-    params = [_MODEL, _VERSION] if with_version else [_MODEL]
+    params = [_MODEL, _VERSION, _TIMEOUT] if with_version else [_MODEL, _TIMEOUT, _ROUTING]
     return {
         "post": {
             "operationId": summary.replace(" ", "_"),
@@ -95,11 +123,24 @@ def _invocations() -> dict[str, Any]:
     """SageMaker's path: the model from `model_name`, else the one loaded at startup."""
     path = _predict("Invoke a model", False)
     name = _param("model_name", "query", {"type": "string"}, "Model (default: the startup one)")
-    path["post"]["parameters"] = [name]
+    path["post"]["parameters"] = [name, _TIMEOUT, _ROUTING]
     return path
 
 
+def _secured(paths: dict[str, Any]) -> None:
+    """Mark the public operations (no key) and give every other one its 401."""
+    refused = _json(_ERROR, "Missing, wrong or expired key (InvalidKeyException)")
+    for path, operations in paths.items():
+        public = template(path) in PUBLIC_PATHS
+        for operation in operations.values():
+            if public:
+                operation["security"] = []
+            else:
+                operation["responses"]["401"] = refused
+
+
 def _document(description: str, paths: dict[str, Any]) -> dict[str, Any]:
+    _secured(paths)
     return {
         "openapi": "3.0.1",
         "info": {
@@ -107,8 +148,13 @@ def _document(description: str, paths: dict[str, Any]) -> dict[str, Any]:
             "version": __version__,
             "description": description,
         },
+        "security": [{"bearer": []}],
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR, "Status": _STATUS}},
+        "components": {
+            "schemas": {"Error": _ERROR, "Status": _STATUS},
+            # the key from key_file.json: inference key on 8080, management key on 8081
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -139,7 +185,8 @@ def _ready(parameters: list[dict[str, Any]], summary: str) -> dict[str, Any]:
 def inference_description() -> dict[str, Any]:
     """The inference port's OpenAPI document (built once)."""
     return _document(
-        "Inference API: health, readiness, predictions, explanations.",
+        "Inference API: health, readiness, predictions, explanations, KServe v1 and Open "
+        'Inference Protocol v2 (whose errors are {"error": message}).',
         {
             "/": _this_document("options"),
             "/api-description": _this_document("get"),
@@ -167,6 +214,7 @@ def inference_description() -> dict[str, Any]:
             "/{model_name}/{model_version}/predict": _predict(
                 "Legacy predict with a version", True
             ),
+            **oip_openapi.paths(_TIMEOUT, _ROUTING),
         },
     )
 
@@ -184,7 +232,8 @@ def management_description() -> dict[str, Any]:
             "url",
             "query",
             {"type": "string", "minLength": 1},
-            "Archive file or folder in the model store",
+            "Archive file or folder in the model store, or an http(s):// or file:// URL "
+            "matching allowed_urls",
             True,
         ),
         _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
@@ -215,7 +264,8 @@ def management_description() -> dict[str, Any]:
     }
     unregistered = {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)}
     return _document(
-        "Management API: list, register, describe, scale, set-default, unregister.",
+        "Management API: list, register, describe, scale, set-default, unregister, traffic "
+        "splits, key renewal.",
         {
             "/": _this_document("options"),
             "/models": {
@@ -274,11 +324,51 @@ def management_description() -> dict[str, Any]:
                     "responses": unregistered,
                 },
             },
+            "/models/{model_name}/traffic": {
+                "get": {
+                    "summary": "The traffic split of unversioned requests",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_SPLIT, "Weights by version"), **_errors(404)},
+                },
+                "put": {
+                    "summary": "Split unversioned requests between versions (and shadow them)",
+                    "parameters": [_MODEL],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _SPLIT}},
+                    },
+                    "responses": {"200": _json(_STATUS, "Split set"), **_errors(400, 404)},
+                },
+                "delete": {
+                    "summary": "Remove the split: the default version takes all",
+                    "parameters": [_MODEL],
+                    "responses": {"200": _json(_STATUS, "Split removed"), **_errors(404)},
+                },
+            },
             "/models/{model_name}/{model_version}/set-default": {
                 "put": {
                     "summary": "Make a version the default",
                     "parameters": [_MODEL, _VERSION],
                     "responses": {"200": _json(_STATUS, "Default set"), **_errors(404)},
+                }
+            },
+            "/token": {
+                "get": {
+                    "summary": "Renew the management or inference key (API key)",
+                    "parameters": [
+                        _param(
+                            "type",
+                            "query",
+                            {"type": "string", "enum": ["management", "inference"]},
+                            "Which key to renew; the new one is written to key_file.json",
+                            True,
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(_STATUS, "Renewed; the old key is refused from now on"),
+                        # 404: token authorization is off, there is no key to renew
+                        **_errors(400, 404),
+                    },
                 }
             },
             "/v1/models/{model_name}": {

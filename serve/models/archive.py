@@ -25,7 +25,7 @@ from serve.errors import BadRequest, InvalidModel, ModelNotFound
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
-_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip", ".model")
+ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip", ".model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +75,11 @@ def check_model_name(name: str, what: str = "model_name") -> str:
 
 
 def locate(store: Path | None, url: str) -> Path:
-    """The archive path for a registration `url` naming a file or folder in the model store."""
-    if url.startswith(("http://", "https://")):
-        raise BadRequest(f"Downloading archives is not supported; copy {url} into the model store")
-    name = url.removeprefix("file://") if url.startswith("file://") else url
+    """The archive path for a registration `url` naming a file or folder in the model store.
+
+    (URLs with a scheme are fetched into the store first: serve.models.download.)
+    """
+    name = url
     if store is None:
         raise ModelNotFound(f"Model not found at: {url} (no model_store is configured)")
     parts = PurePosixPath(name).parts
@@ -93,7 +94,7 @@ def locate(store: Path | None, url: str) -> Path:
 def default_name(path: Path) -> str:
     """A model name from the archive's file name, as TorchServe derives it."""
     name = path.name
-    for suffix in _SUFFIXES:
+    for suffix in ARCHIVE_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -21,6 +21,7 @@ from serve.config import Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
+from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 
 MAX_PAGE = 100
@@ -97,6 +98,7 @@ def register_params(values: Mapping[str, Any]) -> RegisterParams:
 async def register(registry: Registry, params: RegisterParams) -> Reply:
     """Register an archive from the model store; synchronous waits for its workers."""
     result = await registry.register(params)
+    registry.changed()
     version = result.version
     if not params.synchronous:
         return Reply("Processing worker updates...", 202)
@@ -116,10 +118,16 @@ async def describe(
 ) -> list[dict[str, Any]]:
     """Describe the default version, one version, or `all` versions."""
     customized = bool_param(params, "customized", False)
-    versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
+    if version == "all":
+        versions = registry.versions(name)
+    else:
+        versions = [registry.get(name, version, routed=False)]
+    split = registry.traffic(name)
     bodies = []
     for v in versions:
         body = v.describe()
+        if split is not None:
+            body["trafficSplit"] = split.to_dict()
         if customized and version != "all":
             body["customizedMetadata"] = await _customized(v)
         bodies.append(body)
@@ -153,7 +161,7 @@ async def scale(
 ) -> Reply:
     """Set a version's worker count (min_worker, max_worker); synchronous waits for it."""
     version_name = version or str_param(params, "model_version")
-    found = registry.get(name, version_name)
+    found = registry.get(name, version_name, routed=False)
     min_workers = int_param(params, "min_worker", minimum=0, maximum=MAX_WORKERS)
     min_workers = 1 if min_workers is None else min_workers
     max_workers = int_param(params, "max_worker", minimum=0, maximum=MAX_WORKERS)
@@ -164,6 +172,7 @@ async def scale(
     reached = await found.scale(
         min_workers, max_workers, wait=STARTUP_TIMEOUT if synchronous else None
     )
+    registry.changed()
     if not synchronous:
         return Reply("Processing worker updates...", 202)
     if not registry.holds(found):
@@ -180,10 +189,40 @@ async def scale(
 def set_default(registry: Registry, name: str, version: str) -> Reply:
     """Make a version the default one."""
     registry.set_default(name, version)
+    registry.changed()
     return Reply(f'Default version successfully updated for model "{name}" to "{version}"')
 
 
 async def unregister(registry: Registry, name: str, version: str | None) -> Reply:
     """Remove a version; its queued requests drain first."""
     await registry.unregister(name, version)
+    registry.changed()
     return Reply(f'Model "{name}" unregistered')
+
+
+def get_traffic(registry: Registry, name: str) -> dict[str, Any]:
+    """The model's split as set; without one, its default version at weight 100."""
+    split = registry.traffic(name)
+    if split is None:
+        return {registry.get(name, routed=False).version: 100}
+    return split.to_dict()
+
+
+def set_traffic(registry: Registry, name: str, raw: Any) -> Reply:
+    """Split the model's unversioned traffic by the weights in `raw` (the JSON body)."""
+    try:
+        split = Split.parse(raw)
+    except InvalidSplit as exc:
+        where = f"Traffic split entry {exc.key!r}: " if exc.key else "Traffic split: "
+        raise BadRequest(where + exc.message) from None
+    registry.set_traffic(name, split)
+    registry.changed()
+    return Reply(f'Traffic split updated for model "{name}"')
+
+
+def clear_traffic(registry: Registry, name: str) -> Reply:
+    """Send unversioned traffic to the default version alone."""
+    registry.clear_traffic(name)
+    registry.changed()
+    default = registry.get(name, routed=False).version
+    return Reply(f'Traffic split removed for model "{name}": version {default} takes all')

@@ -20,8 +20,16 @@ async def predict(
     version: ModelVersion, job: InferenceRequest, url_version: str | None, started: float
 ) -> Output:
     """Queue `job` and wait for its first output; see `first_output`."""
-    version.batcher.submit(job)
+    submit(version, job, url_version)
     return await first_output(version, job, url_version, started)
+
+
+def submit(version: ModelVersion, job: InferenceRequest, url_version: str | None) -> None:
+    """Queue `job` (or refuse it), then copy an unversioned one to its model's shadows."""
+    version.batcher.submit(job)
+    routing = version.routing
+    if url_version is None and routing is not None and routing.split is not None:
+        routing.shadow(job, version)
 
 
 async def first_output(
@@ -32,14 +40,17 @@ async def first_output(
     A caller that goes away cancels the job's future, so the batcher drops the request
     before it reaches a handler.
     """
+    ok = False
     try:
-        return await job.future
+        output = await job.future
+        ok = output.status < 400
+        return output
     except asyncio.CancelledError:
         job.future.cancel()
         raise
     finally:
         queued = (job.dispatched - job.arrival) if job.dispatched else 0.0
-        version.metrics.answered(url_version, time.monotonic() - started, queued)
+        version.metrics.answered(url_version, time.monotonic() - started, queued, ok)
 
 
 async def chunks(job: InferenceRequest, first: Output) -> AsyncIterator[Output]:

@@ -2,8 +2,9 @@
 
 Effective settings for a version come from, first to last: the registration request, the
 operator's `models:` section of serve.yaml, the archive's model-config.yaml, server defaults.
-(TorchServe lets the archive's minWorkers/maxWorkers override an explicit `initial_workers`;
-here the explicit request wins.)
+Worker counts are the exception, as in TorchServe 0.12: an archive's minWorkers/maxWorkers
+pair (min > 0, max >= min) wins over the request's `initial_workers`; the operator's `models:`
+section still wins over both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from handlers.loader import remove_from_path
 from serve.config import Config
 from serve.errors import (
+    BadRequest,
     Conflict,
     InternalError,
     InvalidModel,
@@ -28,7 +31,10 @@ from serve.errors import (
 )
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
+from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.requirements import install_requirements
+from serve.models.routing import Routing
+from serve.models.traffic import Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
 from serve.workers.threads import ThreadBudget
 
@@ -45,18 +51,24 @@ class RegisterParams:
     batch_size: int | None = None
     max_batch_delay: int | None = None
     initial_workers: int | None = None
+    max_workers: int | None = None
     response_timeout: float | None = None
     synchronous: bool = True
     startup_timeout: float = STARTUP_TIMEOUT
     loaded_at_startup: bool = False
+    make_default: bool = False  # the new version becomes the one unversioned requests get
 
 
 @dataclass(slots=True)
 class Model:
-    """All versions of one model name and which one is the default."""
+    """All versions of one model name, which one is the default, and its traffic split."""
 
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     default: str = ""
+    routing: Routing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.routing = Routing(self.versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,15 @@ class Registry:
         self._budget = budget
         self._metrics = metrics
         self._workdir = Path(tempfile.mkdtemp(prefix="serve-models-"))
+        # archives saved from a URL, deleted from the store on unregister as TorchServe does
+        self._downloads: dict[ModelVersion, Path] = {}
+        # called after each management change (snapshots listen here)
+        self.listeners: list[Callable[[], None]] = []
+
+    def changed(self) -> None:
+        """Tell the listeners that what is registered has changed."""
+        for listener in self.listeners:
+            listener()
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -93,9 +114,30 @@ class Registry:
         model = self.models.get(version.name)
         return model is not None and model.versions.get(version.version) is version
 
-    def get(self, name: str, version: str | None = None) -> ModelVersion:
-        """A version of a model (the default one when version is None or empty)."""
-        return self._find(name, version)[2]
+    def get(
+        self,
+        name: str,
+        version: str | None = None,
+        key: str | None = None,
+        *,
+        routed: bool = True,
+    ) -> ModelVersion:
+        """A version of a model; without one, the version its traffic split picks (sticky by
+        the routing `key` when given), else its default. `routed=False` always gives the
+        default (management calls describe and scale the default, not a drawn version).
+
+        A version named in the call is never redirected.
+        """
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        if not version:
+            split = model.routing.split
+            version = model.default if split is None or not routed else split.choose(key)
+        found = model.versions.get(version)
+        if found is None:
+            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
+        return found
 
     def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
         model = self.models.get(name)
@@ -124,15 +166,30 @@ class Registry:
     async def register(self, params: RegisterParams) -> Registered:
         """Open the archive, add the version, start its workers (and wait if synchronous)."""
         store, workdir = self.config.model_store, self._workdir
-        archive = await asyncio.to_thread(lambda: open_archive(locate(store, params.url), workdir))
+        scheme = url_scheme(params.url)
+        downloaded: Path | None = None
+        if scheme is not None:
+            downloaded = await fetch_archive(params.url, scheme, self.config)
         try:
-            archive = await install_requirements(
-                archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir
-            )
-            version = self._add(archive, params)
+            source = downloaded
+            if source is None:
+                source = await asyncio.to_thread(locate, store, params.url)
+            archive = await asyncio.to_thread(open_archive, source, workdir)
+            try:
+                archive = await install_requirements(
+                    archive, enabled=self.config.install_py_dep_per_model, workdir=self._workdir
+                )
+                version = self._add(archive, params)
+            except BaseException:
+                await asyncio.to_thread(archive.remove)
+                raise
         except BaseException:
-            await asyncio.to_thread(archive.remove)
+            if downloaded is not None:  # a failed registration leaves no download behind
+                await asyncio.to_thread(remove_download, downloaded)
             raise
+        if downloaded is not None:
+            self._downloads[version] = downloaded
+            version.store_name = downloaded.name
         workers = version.min_workers
         logger.info(
             "Registered %s from %s (batch_size=%d, max_batch_delay=%dms, workers=%d, devices=%s)",
@@ -186,6 +243,9 @@ class Registry:
         if model is None:
             model = self.models[name] = Model(default=archive.version)
         model.versions[archive.version] = version
+        if params.make_default or self.config.model_settings(name, archive.version).default_version:
+            model.default = archive.version
+        version.routing = model.routing
         return version
 
     def _settings(
@@ -200,14 +260,19 @@ class Registry:
             and (arc.max_workers is None or arc.max_workers >= arc.min_workers)
         )
         min_workers = _first(
-            params.initial_workers,
             ops.min_workers,
             arc.min_workers if archive_pair else None,
+            params.initial_workers,
             self._default_workers(),
         )
         max_workers = max(
             min_workers,
-            _first(ops.max_workers, arc.max_workers if archive_pair else None, min_workers),
+            _first(
+                params.max_workers,
+                ops.max_workers,
+                arc.max_workers if archive_pair else None,
+                min_workers,
+            ),
         )
         return VersionSettings(
             batch_size=_first(params.batch_size, ops.batch_size, arc.batch_size, 1),
@@ -250,9 +315,48 @@ class Registry:
     # --- changes ---------------------------------------------------------------------------
 
     def set_default(self, name: str, version: str) -> None:
-        """Make `version` the one `/predictions/{name}` serves."""
+        """Make `version` the one `/predictions/{name}` serves; this ends a traffic split."""
         model, key, _ = self._find(name, version)
         model.default = key
+        if model.routing.split is not None:
+            logger.info("Model %s: set-default to %s cleared its traffic split", name, key)
+            model.routing.split = None
+
+    # --- traffic split -------------------------------------------------------------------
+
+    def traffic(self, name: str) -> Split | None:
+        """A model's traffic split (None: its default version takes all unversioned traffic)."""
+        return self._model(name).routing.split
+
+    def set_traffic(self, name: str, split: Split) -> None:
+        """Route the model's unversioned traffic by `split` (every version must be registered)."""
+        model = self._model(name)
+        unknown = sorted(split.versions - model.versions.keys())
+        if unknown:
+            raise BadRequest(
+                f"Model {name} has no version {', '.join(unknown)}; registered versions: "
+                f"{', '.join(sorted(model.versions))}"
+            )
+        model.routing.split = split
+        logger.info("Model %s: traffic split set to %s", name, split.to_dict())
+
+    def clear_traffic(self, name: str) -> None:
+        """Send the model's unversioned traffic to its default version alone again."""
+        self._model(name).routing.split = None
+
+    def traffic_state(self) -> dict[str, dict[str, Any]]:
+        """Every split by model name, in the shape `Split.from_dict` reads (for snapshots)."""
+        return {
+            name: model.routing.split.to_dict()
+            for name, model in sorted(self.models.items())
+            if model.routing.split is not None
+        }
+
+    def _model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(f"Model not found: {name}")
+        return model
 
     async def unregister(
         self, name: str, version: str | None = None, *, force: bool = False
@@ -261,12 +365,24 @@ class Registry:
         model, key, found = self._find(name, version)
         if key == model.default and len(model.versions) > 1 and not force:
             raise InvalidModelVersion(f"Cannot remove default version for model {name}")
+        split = model.routing.split
+        if split is not None and key in split.versions:
+            remaining = split.without(key)
+            if remaining is None and not force and len(model.versions) > 1:
+                raise InvalidModelVersion(
+                    f"Cannot remove version {key} of model {name}: it is the last version "
+                    "with a weight in the traffic split; change the split or DELETE it first"
+                )
+            model.routing.split = remaining
         del model.versions[key]
         if not model.versions:
             del self.models[name]
         elif key == model.default:
             model.default = sorted(model.versions)[0]
         await found.close()
+        downloaded = self._downloads.pop(found, None)
+        if downloaded is not None:
+            await asyncio.to_thread(remove_download, downloaded)
         if not any(v.archive.model_dir == found.archive.model_dir for v in self._all()):
             remove_from_path(found.archive.model_dir)
         if found.archive.deps_dir is not None:

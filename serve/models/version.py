@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.loader import ServiceSpec
+from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
+from serve.models.tensors import signature_from_yaml
 from serve.workers.pool import Pool
 from serve.workers.threads import ThreadBudget
+
+if TYPE_CHECKING:
+    from serve.models.routing import Routing
 
 STARTUP_TIMEOUT = 120.0
 MAX_RETRY_TIMEOUT = 300
@@ -47,11 +52,14 @@ class ModelVersion:
         metrics: ServerMetrics,
         loaded_at_startup: bool,
     ) -> None:
+        self._declared = signature_from_yaml(archive.yaml_config)  # first: it may refuse the model
         self.archive = archive
         self.name = name
         self.version = archive.version
         self.handler = handler
         self.url = url
+        # where the archive is in the model store (the saved file for a URL registration)
+        self.store_name = url
         self.settings = settings
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
@@ -66,6 +74,7 @@ class ModelVersion:
             on_stuck=self._replace_stuck,
             on_batch=self.metrics.dispatched,
             on_done=self.metrics.completed,
+            on_deadline=self.metrics.deadline_passed,
             adaptive=settings.adaptive_batching,
         )
         self.metrics.queue_depth = lambda: self.batcher.pending
@@ -79,6 +88,17 @@ class ModelVersion:
         )
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
+        self.routing: Routing | None = None  # its model's split, set by the registry
+
+    @property
+    def signature(self) -> Signature | None:
+        """Declared inputs and outputs: model-config.yaml's, else the loaded tensor handler's."""
+        if self._declared is not None:
+            return self._declared
+        for executor in self.pool.executors:
+            if executor.signature is not None:
+                return executor.signature
+        return None
 
     def _spec_for(self, device: int | None) -> ServiceSpec:
         return ServiceSpec(

@@ -21,6 +21,7 @@ from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
 from handlers.util import forget_private_modules
+from handlers.wire import Signature
 from serve.batching.request import InferenceRequest
 from serve.workers.threads import ExecutorThreads, ThreadBudget
 
@@ -51,6 +52,7 @@ class Executor:
         self.retiring = False
         self.started_at = datetime.now(UTC)
         self.load_seconds: float | None = None
+        self.signature: Signature | None = None  # what a tensor handler declares, once loaded
         self._spec = spec
         self._budget = budget
         self._loop = loop
@@ -91,6 +93,7 @@ class Executor:
             self._post(self._on_exit, self)
             return
         self.load_seconds = time.monotonic() - started
+        self.signature = service.signature  # published to the loop by the on_loaded call
         self._post(self._on_loaded, self, None)
         try:
             self._serve(service, stream)
@@ -129,9 +132,14 @@ class Executor:
             if threads != self._threads:
                 self._threads = threads
                 torch.set_num_threads(threads)
-            started = time.perf_counter()
-            result = self._predict(service, stream, batch)
-            policy.observe(time.perf_counter() - started)
+            live = _unanswered(batch)
+            result: Result = []
+            if live:
+                started = time.perf_counter()
+                result = self._predict(service, stream, live)
+                policy.observe(time.perf_counter() - started)
+            if live is not batch:
+                result = _spread(batch, live, result)
             self._post(self._on_complete, self, batch, result)
 
     def _predict(self, service: Service, stream: Any, batch: Batch) -> Result:
@@ -151,6 +159,31 @@ class Executor:
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone
             self._loop.call_soon_threadsafe(callback, *args)
+
+
+_SKIPPED = Output(b"", status=504)  # never delivered: its request was answered already
+
+
+def _unanswered(batch: Batch) -> Batch:
+    """The requests of a batch that still wait for an answer (usually the batch itself).
+
+    A batch may wait in the inbox while an earlier one runs; a request answered meanwhile (its
+    deadline passed, its client went away) must not reach the handler. The loop owns the
+    futures: this only reads their state, and a request answered after the check runs.
+    """
+    for request in batch:
+        if request.future.done():
+            return [r for r in batch if not r.future.done()]
+    return batch
+
+
+def _spread(batch: Batch, live: Batch, result: Result) -> Result:
+    """The results of `live` laid out over the whole batch, one per request, as complete wants."""
+    if isinstance(result, BatchFailure):
+        return result
+    outputs = iter(result)
+    kept = {id(request) for request in live}
+    return [next(outputs) if id(request) in kept else _SKIPPED for request in batch]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""Token authorization: the key file, the keys, and which paths and RPCs need none."""

@@ -1,0 +1,67 @@
+"""Restoring the model versions of a snapshot (`model_snapshot`) at start, never fatally."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from serve.config import Config, SnapshotVersion
+from serve.errors import ServeError
+from serve.models.registry import RegisterParams, Registry
+from serve.models.version import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+# A feature that saved extra fields (serve.snapshots.ExtraFields) gets them back here, once
+# per restored version, from `saved.extra`.
+RestoreHook = Callable[[ModelVersion, SnapshotVersion], None]
+
+
+def snapshot_models(config: Config) -> list[tuple[str, str, RegisterParams]]:
+    """(model, version, registration) for each version `model_snapshot` holds."""
+    entries = []
+    for name, versions in config.model_snapshot.items():
+        for version, saved in versions.items():
+            s = saved.settings
+            params = RegisterParams(
+                url=saved.mar_name,
+                model_name=name,
+                batch_size=s.batch_size,
+                max_batch_delay=s.max_batch_delay,
+                initial_workers=s.min_workers,
+                max_workers=s.max_workers,
+                response_timeout=s.response_timeout,
+                synchronous=False,  # executors load while the listeners come up
+                loaded_at_startup=True,
+                make_default=bool(s.default_version),
+            )
+            entries.append((name, version, params))
+    return entries
+
+
+async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHook] = ()) -> int:
+    """Register the snapshot's versions; one that fails is logged and the others still load.
+
+    Returns how many were restored.
+    """
+    restored = 0
+    for name, version, params in snapshot_models(config):
+        try:
+            result = await registry.register(params)
+        except ServeError as exc:
+            logger.error(
+                "Cannot restore model %s/%s from %s: %s", name, version, params.url, exc.message
+            )
+            continue
+        restored += 1
+        if result.version.version != version:
+            logger.warning(
+                "Restored model %s/%s from %s as version %s: the archive has changed",
+                name,
+                version,
+                params.url,
+                result.version.version,
+            )
+        for hook in hooks:
+            hook(result.version, config.model_snapshot[name][version])
+    return restored

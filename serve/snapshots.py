@@ -1,0 +1,290 @@
+"""Config snapshots: what is registered, saved as a TorchServe `config.properties` file.
+
+`<folder>/<yyyyMMddHHmmssSSS>-{startup|snapshot|shutdown}.cfg` (UTC), written after start,
+after every management change and on shutdown: the server's keys plus `model_snapshot`, so a
+snapshot is a valid `--ts-config` file here and for TorchServe. Unlike TorchServe's, a write is
+atomic (temp file in the folder, fsync, rename, fsync the folder), runs off the event loop,
+never fails the change that asked for it, and a corrupt snapshot is skipped on restore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from serve.config import Address, Config, ConfigError, SnapshotVersion, build_config
+from serve.models.registry import Registry
+from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.properties import PropertiesError, escape_key, escape_value, parse_properties
+from serve.tsconfig import GRPC, KEYS, convert
+
+logger = logging.getLogger(__name__)
+
+KEEP = 10  # snapshots kept in the folder; older ones are removed after each write
+NAME = re.compile(r"^\d{17}-(startup|snapshot|shutdown)\.cfg$")
+_HTTP_ADDRESSES = ("inference_address", "management_address", "metrics_address")
+_NOT_WRITTEN = frozenset({"load_models", "model_snapshot"})  # model_snapshot replaces them
+
+# A feature that keeps per-version state the registry should get back after a restart (a
+# traffic split, say) passes one of these: (model name, version) → extra JSON fields, which
+# come back in `SnapshotVersion.extra` on restore.
+ExtraFields = Callable[[str, str], Mapping[str, Any]]
+
+
+def snapshot_folder(config: Config) -> Path:
+    """`snapshot_dir`, else `$LOG_LOCATION/config`, else `logs/config` in the working dir."""
+    if config.snapshot_dir is not None:
+        return config.snapshot_dir.resolve()
+    return (Path(os.environ.get("LOG_LOCATION", "logs")) / "config").resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The newest readable snapshot and the model versions it holds."""
+
+    path: Path
+    models: Mapping[str, Mapping[str, SnapshotVersion]]
+
+
+def latest(folder: Path) -> Restored | None:
+    """The newest snapshot that reads cleanly; each unreadable one is logged with its path."""
+    try:
+        names = sorted((p.name for p in folder.iterdir() if NAME.match(p.name)), reverse=True)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("Cannot list config snapshots in %s: %s", folder, exc)
+        return None
+    for name in names:
+        path = folder / name
+        try:
+            return Restored(path, _read(path))
+        except (OSError, UnicodeDecodeError, PropertiesError, ConfigError) as exc:
+            logger.warning("Skipping corrupt config snapshot %s: %s", path, exc)
+    return None
+
+
+def _read(path: Path) -> Mapping[str, Mapping[str, SnapshotVersion]]:
+    props = parse_properties(path.read_text(encoding="utf-8"))
+    if "model_snapshot" not in props:
+        raise ConfigError("model_snapshot", "missing (a truncated file?)")
+    raw = convert({"model_snapshot": props["model_snapshot"]}).raw
+    return build_config(raw).model_snapshot
+
+
+class Snapshots:
+    """Writes snapshots one at a time; a change during a write is saved by the next one."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        folder: Path,
+        *,
+        keep: int = KEEP,
+        extra_fields: Sequence[ExtraFields] = (),
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._folder = folder
+        self._keep = keep
+        self._extra_fields = tuple(extra_fields)
+        self._wanted: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_ms = 0
+        self._started = False
+
+    async def startup(self) -> None:
+        """Save the state the server started with."""
+        self._started = True
+        await self.save("startup")
+
+    async def shutdown(self) -> None:
+        """Save the final state; nothing after a failed start, whose partial state must not
+        become the models of the next one."""
+        if self._started:
+            await self.save("shutdown")
+
+    def changed(self) -> None:
+        """Save soon (a registry listener; returns at once)."""
+        self._request("snapshot")
+
+    async def save(self, kind: str) -> None:
+        """Save now and wait until it is written (or its failure logged)."""
+        self._request(kind)
+        if self._task is not None:
+            await self._task
+
+    def _request(self, kind: str) -> None:
+        self._wanted = kind
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        # the state is read when a write starts, never when it was asked for: the last write
+        # always holds the newest state, however many changes came during the one before
+        while self._wanted is not None:
+            kind, self._wanted = self._wanted, None
+            name = f"{self._stamp()}-{kind}.cfg"
+            try:
+                text = render(self._config, self._registry, name, self._extra_fields)
+                await asyncio.to_thread(write, self._folder, name, text, self._keep)
+            except Exception as exc:  # a snapshot must never fail a change or a shutdown
+                logger.error(
+                    "Cannot write config snapshot %s: %s",
+                    self._folder / name,
+                    exc,
+                    exc_info=not isinstance(exc, OSError),  # a bug, not the disk: say where
+                )
+            else:
+                logger.debug("Config snapshot written: %s", self._folder / name)
+
+    def _stamp(self) -> str:
+        ms = max(int(time.time() * 1000), self._last_ms + 1)  # unique, increasing names
+        self._last_ms = ms
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        return moment.strftime("%Y%m%d%H%M%S") + f"{ms % 1000:03d}"
+
+
+def render(
+    config: Config, registry: Registry, name: str, extra_fields: Sequence[ExtraFields] = ()
+) -> str:
+    """The snapshot file's text: the server's keys, then `model_snapshot`."""
+    models: dict[str, dict[str, Any]] = {}
+    for model_name, model in sorted(registry.models.items()):
+        models[model_name] = {
+            key: _version(version, key == model.default, extra_fields)
+            for key, version in sorted(model.versions.items())
+        }
+    snapshot = {
+        "name": name,
+        "modelCount": sum(len(versions) for versions in models.values()),  # as TorchServe
+        "created": int(time.time() * 1000),
+        "models": models,
+    }
+    lines = [f"# {name}: config snapshot (TorchServe config.properties format)"]
+    lines += [f"{escape_key(k)}={escape_value(v)}" for k, v in server_properties(config)]
+    lines.append(f"model_snapshot={escape_value(orjson.dumps(snapshot).decode())}")
+    return "\n".join(lines) + "\n"
+
+
+def _version(
+    version: ModelVersion, default: bool, extra_fields: Sequence[ExtraFields]
+) -> dict[str, Any]:
+    s = version.settings
+    fields_: dict[str, Any] = {
+        "defaultVersion": default,
+        "marName": version.store_name,  # a downloaded archive restores from the store
+        "minWorkers": version.min_workers,
+        "maxWorkers": version.max_workers,
+        "batchSize": s.batch_size,
+        "maxBatchDelay": s.max_batch_delay,
+        "responseTimeout": _number(s.response_timeout),
+        "startupTimeout": int(STARTUP_TIMEOUT),
+        "runtimeType": "python",
+    }
+    for extra in extra_fields:
+        fields_.update(extra(version.name, version.version))
+    return fields_
+
+
+def server_properties(config: Config) -> list[tuple[str, str]]:
+    """Every setting config.properties can carry (see serve.tsconfig.KEYS), as properties."""
+    names = {row.key: ts_key for ts_key, row in KEYS.items()}
+    props: list[tuple[str, str]] = []
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        if f.name in _NOT_WRITTEN or value is None or value == {}:
+            continue
+        if f.name in GRPC:
+            props += [(f.name, value.host), (GRPC[f.name][0], str(value.port))]
+        elif f.name in names:
+            props.append((names[f.name], _text(f.name, value)))
+    return props
+
+
+def _text(key: str, value: Any) -> str:
+    if isinstance(value, Address):
+        host = f"[{value.host}]" if ":" in value.host else value.host
+        return f"http://{host}:{value.port}" if key in _HTTP_ADDRESSES else f"{host}:{value.port}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float):
+        return str(_number(value))
+    if key == "models":
+        return orjson.dumps(_operator_models(value)).decode()
+    return str(value)
+
+
+_CAMEL = {
+    "batch_size": "batchSize",
+    "max_batch_delay": "maxBatchDelay",
+    "min_workers": "minWorkers",
+    "max_workers": "maxWorkers",
+    "response_timeout": "responseTimeout",
+    "devices": "deviceIds",
+    "default_version": "defaultVersion",
+}
+
+
+def _operator_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, versions in models.items():
+        out[name] = {}
+        for version, settings in versions.items():
+            out[name][version] = {
+                camel: getattr(settings, key)
+                for key, camel in _CAMEL.items()
+                if getattr(settings, key) is not None
+            }
+    return out
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def write(folder: Path, name: str, text: str, keep: int) -> None:
+    """Write atomically (temp file, fsync, rename, fsync the folder), then keep the newest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{name}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, folder / name)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+    _prune(folder, keep)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    names = sorted(p.name for p in folder.iterdir() if NAME.match(p.name))
+    for old in names[: max(0, len(names) - keep)]:
+        (folder / old).unlink(missing_ok=True)
+    # writes are one at a time, so any other temp file was left by a crash mid-write
+    for stale in folder.glob(".*.cfg.tmp"):
+        stale.unlink(missing_ok=True)
