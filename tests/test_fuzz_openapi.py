@@ -1,10 +1,13 @@
 """Schemathesis against the server's own OpenAPI descriptions: no 5xx, and answers as described.
 
-The real server runs as a subprocess with the model API enabled and a throwaway model store:
-`echo` (loaded, served), `echo2` (version 2.0 of echo) and `spare` (registrable). Every
-operation is fuzzed, registering, scaling and unregistering included; after each case the
-test puts `echo` back (registered, default version 1.0 with a worker), so what one case
-breaks on purpose never turns the next one's answer into a 404 or a 503.
+The real server runs as a subprocess as in production, token authorization on, with the model
+API enabled and a throwaway model store: `echo` (loaded, served), `echo2` (version 2.0 of echo)
+and `spare` (registrable). Each request carries the key its route takes, read from the key file
+before each case since fuzzing `/token` renews keys. Every operation is fuzzed, registering,
+scaling, traffic splits, key renewal and unregistering included, and the KServe v1 and OIP v2
+paths with them; after each case the test puts `echo` back (registered, default version 1.0
+with a worker, no split), so what one case breaks on purpose never turns the next one's answer
+into a 404 or a 503.
 
 `make test` runs a short, derandomized pass; `make fuzz` runs the same with
 FUZZ_EXAMPLES (many more examples per operation, a fresh seed unless FUZZ_SEED is set;
@@ -71,15 +74,19 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     """not_a_server_error, except where TorchServe's contract answers 5xx to a valid request:
     503 when a version has no worker (scaled to 0, or registered without workers), 504 when a
     model does not answer within its response_timeout (the fuzzer registers versions with
-    timeouts down to 1e-300 s), and 500 for a synchronous register whose workers failed to
-    load (here: a `handler` that names no handler)."""
+    timeouts down to 1e-300 s) or the X-Request-Timeout deadline passes (1 ms), and 500 for a
+    synchronous register whose workers failed to load (here: a `handler` that names no handler).
+    The KServe v1 and OIP paths answer the same 503 and 504 as `{"error": message}`."""
     status = response.status_code
     if status in (500, 503, 504):
         body = response.json()
-        if (status, body["type"]) in (
+        if (status, body.get("type")) in (
             (503, "ServiceUnavailableException"),
             (504, "RequestTimeoutException"),
+            (504, "DeadlineExceededException"),
         ):
+            return None
+        if status in (503, 504) and set(body) == {"error"}:
             return None
         if (
             case.operation.label == "POST /models"
@@ -90,7 +97,24 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     return not_a_server_error(ctx, response, case)
 
 
+def _key_left_out(case: Any) -> bool:
+    """A negative case that drops the Authorization header on purpose."""
+    return bool(case.operation.schema.is_security_param_negated(case))
+
+
+def authorized(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A case without its key gets 401; one with its route's current key never does (a 401
+    there would pass as a described answer while testing nothing)."""
+    refused = response.status_code == 401
+    if _key_left_out(case) and not refused:
+        raise AssertionError(f"{case.operation.label} without a key: {response.status_code}")
+    if refused and not _key_left_out(case):
+        raise AssertionError(f"401 with the key for {case.operation.label}: {response.text}")
+    return None
+
+
 CHECKS = [
+    authorized,
     no_server_error,
     status_code_conformance,
     content_type_conformance,
@@ -109,6 +133,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model_folder(store, "spare", src.ECHO)
     config = server_config(
         store,
+        disable_token_authorization=False,
         enable_model_api=True,
         load_models=["echo"],
         models={"echo": {"*": {"batch_size": 4, "max_batch_delay": 5}}},
@@ -122,6 +147,21 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert "Unhandled error" not in server.log(), server.log()
 
 
+def keys(server: Server) -> dict[str, str]:
+    """The current keys, as a user reads them from key_file.json."""
+    data = json.loads((server.root / "key_file.json").read_text())
+    return {kind: data[kind]["key"] for kind in ("management", "inference", "API")}
+
+
+def bearer(server: Server, kind: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys(server)[kind]}"}
+
+
+def manage(server: Server, method: str, path: str) -> tuple[int, bytes]:
+    """A management call with the current management key."""
+    return http(method, server.management + path, headers=bearer(server, "management"))
+
+
 def _schema(document: dict[str, Any], base_url: str) -> Any:
     config = schemathesis.Config.from_dict({**CONFIG, "base-url": base_url})
     if SEED is not None:
@@ -131,7 +171,7 @@ def _schema(document: dict[str, Any], base_url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def inference_schema(fuzz_server: Server) -> Any:
-    status, body = http("GET", fuzz_server.inference + "/api-description")
+    status, body = http("GET", fuzz_server.inference + "/api-description")  # public
     assert status == 200
     return _schema(json.loads(body), fuzz_server.inference)
 
@@ -144,17 +184,19 @@ def management_schema(fuzz_server: Server) -> Any:
 
 
 def _restore(server: Server) -> None:
-    """Put echo back as the fixture made it: registered, 1.0 the default, one worker."""
-    models = server.management + "/models"
-    status, _ = http("GET", models + "/echo/1.0")
+    """Put echo back as the fixture made it: registered, 1.0 the default, one worker, no
+    traffic split."""
+    status, _ = manage(server, "GET", "/models/echo/1.0")
     if status == 404:
-        status, body = http("POST", models + "?url=echo&initial_workers=1&synchronous=true")
+        status, body = manage(server, "POST", "/models?url=echo&initial_workers=1&synchronous=true")
         assert status in (200, 409), body
-    status, body = http("PUT", models + "/echo/1.0/set-default")
+    status, body = manage(server, "DELETE", "/models/echo/traffic")
     assert status == 200, body
-    status, body = http("GET", models + "/echo/1.0")
+    status, body = manage(server, "PUT", "/models/echo/1.0/set-default")
+    assert status == 200, body
+    status, body = manage(server, "GET", "/models/echo/1.0")
     if json.loads(body)[0]["minWorkers"] < 1:
-        status, body = http("PUT", models + "/echo/1.0?min_worker=1&synchronous=true")
+        status, body = manage(server, "PUT", "/models/echo/1.0?min_worker=1&synchronous=true")
         assert status == 200, body
 
 
@@ -167,8 +209,11 @@ FUZZ = settings(
 )
 
 
-def _fuzz(schema: Any, after: Callable[[], None] = lambda: None) -> None:
-    """Every operation, valid and invalid inputs; fails listing each operation that failed."""
+def _fuzz(
+    schema: Any, key: Callable[[str], dict[str, str]], after: Callable[[], None] = lambda: None
+) -> None:
+    """Every operation, valid and invalid inputs, each with the key `key` gives for its path;
+    fails listing each operation that failed."""
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -180,7 +225,8 @@ def _fuzz(schema: Any, after: Callable[[], None] = lambda: None) -> None:
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case: Any) -> None:
                 try:
-                    case.call_and_validate(checks=CHECKS, timeout=60)
+                    headers = {} if _key_left_out(case) else key(case.operation.path)
+                    case.call_and_validate(headers=headers, checks=CHECKS, timeout=60)
                 finally:
                     after()
 
@@ -194,12 +240,15 @@ def _fuzz(schema: Any, after: Callable[[], None] = lambda: None) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-def test_inference_api_answers_as_described(inference_schema: Any) -> None:
-    _fuzz(inference_schema)
+def test_inference_api_answers_as_described(inference_schema: Any, fuzz_server: Server) -> None:
+    _fuzz(inference_schema, lambda path: bearer(fuzz_server, "inference"))
 
 
 def test_management_api_answers_as_described(management_schema: Any, fuzz_server: Server) -> None:
-    _fuzz(management_schema, after=lambda: _restore(fuzz_server))
+    def key(path: str) -> dict[str, str]:
+        return bearer(fuzz_server, "API" if path == "/token" else "management")
+
+    _fuzz(management_schema, key, after=lambda: _restore(fuzz_server))
 
 
 def test_descriptions_are_per_port(fuzz_server: Server) -> None:
@@ -215,7 +264,11 @@ def test_descriptions_are_per_port(fuzz_server: Server) -> None:
 
 
 def test_a_405_names_the_allowed_methods(fuzz_server: Server) -> None:
-    request = urllib.request.Request(fuzz_server.management + "/models", method="PATCH")
+    request = urllib.request.Request(
+        fuzz_server.management + "/models",
+        method="PATCH",
+        headers=bearer(fuzz_server, "management"),
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 405
@@ -238,7 +291,7 @@ def test_a_405_names_the_allowed_methods(fuzz_server: Server) -> None:
 def test_found_by_fuzzing_bad_values_are_400s(
     fuzz_server: Server, method: str, path: str, message: str
 ) -> None:
-    status, body = http(method, fuzz_server.management + path)
+    status, body = manage(fuzz_server, method, path)
     assert status == 400, body
     assert message in json.loads(body)["message"]
 
@@ -249,22 +302,25 @@ def test_found_by_fuzzing_a_malformed_multipart_part_is_a_400(fuzz_server: Serve
         "POST",
         fuzz_server.inference + "/predictions/echo",
         body,
-        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        headers={
+            "Content-Type": "multipart/form-data; boundary=b",
+            **bearer(fuzz_server, "inference"),
+        },
     )
     assert status == 400, answer
     assert json.loads(answer)["message"].startswith("Malformed multipart/form-data body")
 
 
 def test_found_by_fuzzing_huge_timeouts_are_described_and_waited_for(fuzz_server: Server) -> None:
-    models = fuzz_server.management + "/models"
-    status, body = http(
+    status, body = manage(
+        fuzz_server,
         "POST",
-        models + "?url=spare&model_name=huge&response_timeout=1e30&startup_timeout=1e300",
+        "/models?url=spare&model_name=huge&response_timeout=1e30&startup_timeout=1e300",
     )
     assert status == 200, body
     try:
-        status, body = http("GET", models + "/huge")
+        status, body = manage(fuzz_server, "GET", "/models/huge")
         assert status == 200, body
         assert json.loads(body)[0]["responseTimeout"] == 1e30
     finally:
-        http("DELETE", models + "/huge")
+        manage(fuzz_server, "DELETE", "/models/huge")
