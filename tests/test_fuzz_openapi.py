@@ -324,3 +324,18 @@ def test_found_by_fuzzing_huge_timeouts_are_described_and_waited_for(fuzz_server
         assert json.loads(body)[0]["responseTimeout"] == 1e30
     finally:
         manage(fuzz_server, "DELETE", "/models/huge")
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32"])
+def test_an_oip_float_out_of_fp16_or_fp32_range_is_a_400(
+    fuzz_server: Server, datatype: str
+) -> None:
+    tensor = {"name": "x", "shape": [1], "datatype": datatype, "data": [1e300]}
+    status, body = http(
+        "POST",
+        fuzz_server.inference + "/v2/models/echo/infer",
+        json.dumps({"inputs": [tensor]}).encode(),
+        headers={"Content-Type": "application/json", **bearer(fuzz_server, "inference")},
+    )
+    assert status == 400, body
+    assert json.loads(body)["error"].startswith(f"input x: data does not fit datatype {datatype}")
