@@ -11,7 +11,7 @@ TS_STAMP := $(TS_VENV)/.installed-stamp
 LS_VENV := benchmarks/.venv-litserve
 LS_STAMP := $(LS_VENV)/.installed-stamp
 
-.PHONY: install run digits test lint format proto bench bench-setup bench-guard image clean
+.PHONY: install run digits test fuzz soak lint format proto bench bench-setup bench-guard image clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
 
 test: install $(TS_STAMP)
 	$(PY) -m pytest
+
+# The OpenAPI fuzz of tests/test_fuzz_openapi.py with many more examples and a fresh seed
+# (FUZZ_SEED=N replays one); `make test` runs a short, derandomized pass of it.
+FUZZ_EXAMPLES ?= 300
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_openapi.py
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -94,6 +100,12 @@ $(BENCH_STAMP): $(STAMP)
 # wrk drives the load when installed (apt-get install wrk), else the built-in asyncio client.
 bench: install bench-setup
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# Ten minutes of steady load with register/scale/unregister churn, RSS sampled; e.g.
+# `make soak SOAK_ARGS="--duration 60 --rate 100"`. Results in benchmarks/results/soak-*.
+SOAK_ARGS ?=
+soak: install
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 # The container image (deploy/Dockerfile) with the first builder found: podman, buildah, docker.
 IMAGE ?= pytorch-serve:latest

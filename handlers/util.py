@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -89,6 +90,9 @@ def get_yaml_config(yaml_file_path: str) -> dict[str, Any]:
 
 
 _private_modules = itertools.count()
+# The private modules each thread loaded: an executor loads its handler in its own thread and
+# forgets them when it exits, so registering and unregistering models does not grow sys.modules.
+_loaded_here = threading.local()
 
 
 def load_private_module(path: str | Path, kind: str) -> ModuleType:
@@ -109,4 +113,14 @@ def load_private_module(path: str | Path, kind: str) -> ModuleType:
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    if not hasattr(_loaded_here, "names"):
+        _loaded_here.names = []
+    _loaded_here.names.append(name)
     return module
+
+
+def forget_private_modules() -> None:
+    """Drop the private modules this thread loaded from sys.modules (the thread is done)."""
+    for name in getattr(_loaded_here, "names", ()):
+        sys.modules.pop(name, None)
+    _loaded_here.names = []

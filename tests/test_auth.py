@@ -215,12 +215,19 @@ def test_probes_description_and_metrics_need_no_key(server: Server) -> None:
 
 def test_openapi_declares_the_bearer_scheme_401s_and_token(server: Server) -> None:
     _, doc, _ = call("GET", server.inference + "/api-description")
-    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
-    assert doc["security"] == [{"bearer": []}]
+    _, management_doc, _ = call("OPTIONS", server.management + "/")
+    for one in (doc, management_doc):
+        assert one["components"]["securitySchemes"]["bearer"] == {
+            "type": "http",
+            "scheme": "bearer",
+        }
+        assert one["security"] == [{"bearer": []}]
     assert "401" in doc["paths"]["/predictions/{model_name}"]["post"]["responses"]
-    assert "401" in doc["paths"]["/models"]["get"]["responses"]
+    assert "401" in doc["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
+    assert "401" in management_doc["paths"]["/models"]["get"]["responses"]
     assert doc["paths"]["/ping"]["get"]["security"] == []
-    token = doc["paths"]["/token"]["get"]
+    assert management_doc["paths"]["/"]["options"]["security"] == []
+    token = management_doc["paths"]["/token"]["get"]
     assert {p["name"] for p in token["parameters"]} == {"type"}
     assert {"200", "400", "401"} <= set(token["responses"])
 

@@ -5,6 +5,7 @@ It asserts correct answers and zero errors, never timings.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from benchmarks.handler_loop import measure
 from benchmarks.payloads import make_payloads
 from benchmarks.report import gil_figures, markdown, write
 from benchmarks.runner import Options, run
+from benchmarks.soak import SoakOptions, soak
+from benchmarks.soak import write as write_soak
 from benchmarks.suite import Scenario, Suite
 
 TINY = Scenario(
@@ -103,3 +106,17 @@ def testgil_figures_divide_by_the_floor_and_by_one_core_of_floor_plus_handler_wo
     # limit = 1000 / (0.06 + 0.04) = 10000 req/s
     assert "0.25 of the floor" in figure.measured
     assert "0.50 of the GIL limit (1e+04 req/s" in figure.measured
+
+
+def test_soak_serves_steadily_while_another_model_churns(tmp_path: Path) -> None:
+    options = SoakOptions(duration=3.0, rate=20.0, window=1.0, sample_every=0.5, churn_pause=0.1)
+    results = soak(replace(options, work=tmp_path / "work"))
+
+    assert results["requests"] == 60
+    assert results["errors"] == {}
+    assert results["churn_errors"] == {}
+    assert results["churn_cycles"] >= 1
+    assert results["rss_mb"]["max"] >= results["rss_mb"]["start"] > 0
+    assert len(results["windows"]) == 3
+    paths = write_soak(results, tmp_path / "results")
+    assert "| requests | ok | errors" in paths["markdown"].read_text()

@@ -9,6 +9,7 @@ from aiohttp import web
 from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_path
 from serve.config import Config
+from serve.errors import MethodNotAllowed
 from serve.frontend_metrics import StatusCounts
 from serve.http import inference, kserve_v1, management, metrics_api, oip, tokens_api
 from serve.http.common import (
@@ -19,7 +20,6 @@ from serve.http.common import (
     TOKENS,
     Handler,
     json_errors,
-    method_not_allowed,
     not_found,
 )
 from serve.metrics import ServerMetrics
@@ -67,14 +67,29 @@ def with_json_errors(
         return json_errors(handler, statuses, (auth[0].checker(*kinds), " or ".join(kinds)))
 
     guarded = [web.route(r.method, r.path, guard(r.handler, r.path), **r.kwargs) for r in routes]
-    paths = list(dict.fromkeys(r.path for r in routes))
-    open_paths = {r.path for r in routes if r.method == "*"}
+    allowed: dict[str, list[str]] = {}
+    for r in routes:
+        methods = allowed.setdefault(r.path, [])
+        methods += [r.method, "HEAD"] if r.method == "GET" else [r.method]
     fallbacks = [
-        web.route("*", path, guard(method_not_allowed, path))
-        for path in paths
-        if path not in open_paths
+        web.route("*", path, guard(_not_allowed(methods), path))
+        for path, methods in allowed.items()
+        if "*" not in methods
     ]
     return [*guarded, *fallbacks, web.route("*", CATCH_ALL, guard(not_found, CATCH_ALL))]
+
+
+def _not_allowed(methods: list[str]) -> Handler:
+    """A 405 that names the path's methods in `Allow`, as RFC 9110 asks."""
+    allow = ", ".join(dict.fromkeys(methods))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise MethodNotAllowed(
+            "Requested method is not allowed, please refer to API document.",
+            headers={"Allow": allow},
+        )
+
+    return handler
 
 
 async def _all_guarded(app: web.Application) -> None:

@@ -23,7 +23,7 @@ from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import BadRequest, InternalError, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response
 from serve.http.inputs import read_params
-from serve.http.openapi import api_description
+from serve.http.openapi import inference_description
 from serve.models.operations import healthy
 from serve.models.predict import chunks, predict
 
@@ -98,7 +98,7 @@ async def ready_model(request: web.Request) -> web.Response:
 
 async def describe_api(request: web.Request) -> web.Response:
     """The OpenAPI 3 document of this server."""
-    return json_response(api_description())
+    return json_response(inference_description())
 
 
 async def predictions(request: web.Request) -> web.StreamResponse:
@@ -154,7 +154,7 @@ async def _infer(
     key = None if url_version else request.headers.get(config.routing_header)
     version = request.app[REGISTRY].get(model, url_version, key)
     if request.method == "OPTIONS":
-        return json_response(api_description())
+        return json_response(inference_description())
     started = time.monotonic()
     client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
     deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)

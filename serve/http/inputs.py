@@ -9,6 +9,7 @@ Bodies over `max_request_size` are refused with 413 before they are read in full
 from __future__ import annotations
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from handlers.messages import Param
 from serve.errors import BadRequest, PayloadTooLarge
@@ -74,7 +75,8 @@ async def _multipart(request: web.Request, limit: int) -> tuple[Param, ...]:
                 content_type = part.headers.get("Content-Type", "application/octet-stream")
                 content_type = content_type.split(";", 1)[0].strip()
             params.append(Param(part.name, content_type, value))
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    # aiohttp raises HttpProcessingError for a part with malformed headers
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         raise BadRequest(f"Malformed multipart/form-data body: {exc}") from exc
     if not params:
         raise BadRequest("The multipart/form-data body has no parts")

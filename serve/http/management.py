@@ -15,7 +15,7 @@ from aiohttp import web
 
 from serve.errors import BadRequest
 from serve.http.common import CONFIG, REGISTRY, json_response, status_response
-from serve.http.openapi import api_description
+from serve.http.openapi import management_description
 from serve.models import operations
 from serve.models.operations import Reply
 from serve.models.params import check_known
@@ -69,7 +69,7 @@ def routes() -> list[web.RouteDef]:
 
 async def describe_api(request: web.Request) -> web.Response:
     """The OpenAPI document."""
-    return json_response(api_description())
+    return json_response(management_description())
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -6,6 +6,38 @@ from typing import Any
 
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 _OBJECT = {"type": "object"}
+_INSTANCES = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {"instances": {"type": "array", "minItems": 1}},
+}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                *("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32"),
+                *("INT64", "FP16", "FP32", "FP64", "BYTES"),
+            ],
+        },
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+_INFER = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"]}},
+        "parameters": {"type": "object"},
+    },
+}
 _NAME = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -34,7 +66,9 @@ def _get(summary: str, versioned: bool, *errors: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "parameters": params, "responses": responses}}
 
 
-def _post(summary: str, params: list[dict[str, Any]], request: str) -> dict[str, Any]:
+def _post(
+    summary: str, params: list[dict[str, Any]], request: str, schema: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
@@ -42,7 +76,7 @@ def _post(summary: str, params: list[dict[str, Any]], request: str) -> dict[str,
             "requestBody": {
                 "description": request,
                 "content": {
-                    "application/json": {"schema": _OBJECT},
+                    "application/json": {"schema": schema},
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                 },
             },
@@ -62,10 +96,10 @@ def paths(timeout: dict[str, Any], routing: dict[str, Any]) -> dict[str, Any]:
         "/v1/models": {"get": {"summary": "KServe v1 model list", "responses": _reply("Models")}},
         "/v1/models/{model_name}": _get("KServe v1 model readiness", False, 404, 503),
         "/v1/models/{model_name}:predict": _post(
-            "KServe v1 predict", unversioned, '{"instances": [...]}'
+            "KServe v1 predict", unversioned, '{"instances": [...]}', _INSTANCES
         ),
         "/v1/models/{model_name}:explain": _post(
-            "KServe v1 explain", unversioned, '{"instances": [...]}'
+            "KServe v1 explain", unversioned, '{"instances": [...]}', _INSTANCES
         ),
         "/v2": {"get": {"summary": "OIP server metadata", "responses": _reply("Metadata")}},
         "/v2/health/live": {"get": {"summary": "OIP liveness", "responses": _reply("Live")}},
@@ -80,12 +114,12 @@ def paths(timeout: dict[str, Any], routing: dict[str, Any]) -> dict[str, Any]:
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
             "OIP model version readiness", True, 404, 503
         ),
-        "/v2/models/{model_name}/infer": _post("OIP inference", unversioned, infer),
+        "/v2/models/{model_name}/infer": _post("OIP inference", unversioned, infer, _INFER),
         "/v2/models/{model_name}/versions/{model_version}/infer": _post(
-            "OIP inference with a version", versioned, infer
+            "OIP inference with a version", versioned, infer, _INFER
         ),
-        "/v2/models/{model_name}/explain": _post("OIP explanation", unversioned, infer),
+        "/v2/models/{model_name}/explain": _post("OIP explanation", unversioned, infer, _INFER),
         "/v2/models/{model_name}/versions/{model_version}/explain": _post(
-            "OIP explanation with a version", versioned, infer
+            "OIP explanation with a version", versioned, infer, _INFER
         ),
     }

@@ -1,4 +1,7 @@
-"""The OpenAPI 3 description of the REST APIs (served at `OPTIONS /` and `/api-description`)."""
+"""The OpenAPI 3 descriptions of the REST APIs, one per port as in TorchServe: the inference
+API's (`OPTIONS /` and `/api-description` on the inference port) and the management API's
+(`OPTIONS /` on the management port). Each says what the server does, so a fuzzer generating
+requests from it (tests/test_fuzz_openapi.py) holds the server to it."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from serve import __version__
 from serve.auth.public import PUBLIC_PATHS, template
 from serve.http import oip_openapi
+from serve.models.operations import MAX_INT, MAX_WORKERS
 
 _ERROR = {
     "type": "object",
@@ -42,7 +46,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "Forbidden operation",
         404: "Model, version or path not found",
         405: "Method not allowed, or the model API is disabled",
-        409: "Model version already registered",
+        409: "Version already registered, or unregistered by a concurrent request",
         413: "Request body larger than max_request_size",
         500: "Internal error, or workers failed to start",
         503: "Queue full or no worker; retry later (Retry-After)",
@@ -67,7 +71,9 @@ def _param(
 
 _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
-_INT = {"type": "integer", "minimum": 0}
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+_WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
+_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
 _BOOL = {"type": "boolean"}
 _TIMEOUT = _param(
     "X-Request-Timeout",
@@ -76,8 +82,6 @@ _TIMEOUT = _param(
     "Deadline in milliseconds from arrival; past it the request is answered 504 and dropped "
     "if still queued (the server's max_request_time applies too; the sooner wins)",
 )
-
-
 _ROUTING = _param(
     "X-Routing-Key",
     "header",
@@ -88,6 +92,7 @@ _ROUTING = _param(
 
 
 def _predict(summary: str, with_version: bool) -> dict[str, Any]:
+    """A prediction path. TorchServe does not check the method; POST is the one documented."""
     params = [_MODEL, _VERSION, _TIMEOUT] if with_version else [_MODEL, _TIMEOUT, _ROUTING]
     return {
         "post": {
@@ -98,12 +103,17 @@ def _predict(summary: str, with_version: bool) -> dict[str, Any]:
                 "description": "Model input: raw bytes, JSON, text, or form fields",
                 "content": {
                     "*/*": {"schema": {"type": "string", "format": "binary"}},
-                    "multipart/form-data": {"schema": {"type": "object"}},
+                    # an empty form has nothing to hand the handler: 400
+                    "multipart/form-data": {"schema": {"type": "object", "minProperties": 1}},
                 },
             },
             "responses": {
                 "200": {"description": "The handler's output", "content": {"*/*": {"schema": {}}}},
                 **_errors(400, 404, 413, 500, 503, 504, 507),
+                "default": {
+                    "description": "A status the handler chose (context.set_response_status)",
+                    "content": {"*/*": {"schema": {}}},
+                },
             },
         }
     }
@@ -121,7 +131,7 @@ def _secured(paths: dict[str, Any]) -> None:
     """Mark the public operations (no key) and give every other one its 401."""
     refused = _json(_ERROR, "Missing, wrong or expired key (InvalidKeyException)")
     for path, operations in paths.items():
-        public = template(path) in PUBLIC_PATHS or path == "/metrics"  # metrics port: no keys
+        public = template(path) in PUBLIC_PATHS
         for operation in operations.values():
             if public:
                 operation["security"] = []
@@ -129,65 +139,57 @@ def _secured(paths: dict[str, Any]) -> None:
                 operation["responses"]["401"] = refused
 
 
-@cache
-def api_description() -> dict[str, Any]:
-    """The OpenAPI document (built once)."""
-    scale_params = [
-        _param("min_worker", "query", _INT, "Workers to run (default 1)"),
-        _param("max_worker", "query", _INT, "Upper bound (default min_worker)"),
-        _param("synchronous", "query", _BOOL, "Wait for the workers (default false)"),
-    ]
-    register_params = [
-        _param(
-            "url",
-            "query",
-            {"type": "string"},
-            "Archive file or folder in the model store, or an http(s):// or file:// URL "
-            "matching allowed_urls",
-            True,
-        ),
-        _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
-        _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
-        _param("runtime", "query", {"type": "string"}, "python (the only runtime)"),
-        _param("batch_size", "query", {"type": "integer", "minimum": 1}, "Largest batch"),
-        _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
-        _param("initial_workers", "query", _INT, "Workers to start"),
-        _param("response_timeout", "query", {"type": "number"}, "Seconds a batch may run"),
-        _param("startup_timeout", "query", {"type": "number"}, "Seconds to wait for loading"),
-        _param("synchronous", "query", _BOOL, "Wait for the workers (default true)"),
-    ]
-    describe = {
-        "summary": "Describe a model version",
-        "parameters": [
-            _MODEL,
-            _param("customized", "query", _BOOL, "Include the handler's metadata"),
-        ],
-        "responses": {
-            "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
-            **_errors(404, 503),
-        },
-    }
-    document: dict[str, Any] = {
+def _document(description: str, paths: dict[str, Any]) -> dict[str, Any]:
+    _secured(paths)
+    return {
         "openapi": "3.0.1",
         "info": {
             "title": "serve: TorchServe-compatible model server APIs",
             "version": __version__,
-            "description": "Inference (8080), management (8081) and metrics (8082) APIs.",
+            "description": description,
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/": {
-                "options": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                }
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR, "Status": _STATUS},
+            # the key from key_file.json: inference key on 8080, management key on 8081
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _this_document(method: str) -> dict[str, Any]:
+    return {
+        method: {
+            "summary": "This document",
+            "responses": {"200": _json({"type": "object"}, "OpenAPI")},
+        }
+    }
+
+
+def _ready(parameters: list[dict[str, Any]], summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {
+                "200": _json({"type": "object"}, "Ready"),
+                "503": _json({"type": "object"}, "Not ready"),
+                **(_errors(404) if parameters else {}),
             },
-            "/api-description": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI")},
-                }
-            },
+        }
+    }
+
+
+@cache
+def inference_description() -> dict[str, Any]:
+    """The inference port's OpenAPI document (built once)."""
+    return _document(
+        "Inference API: health, readiness, predictions, explanations, KServe v1 and Open "
+        'Inference Protocol v2 (whose errors are {"error": message}).',
+        {
+            "/": _this_document("options"),
+            "/api-description": _this_document("get"),
             "/ping": {
                 "get": {
                     "summary": "Health (TorchServe semantics: loading workers count as healthy)",
@@ -197,26 +199,11 @@ def api_description() -> dict[str, Any]:
                     },
                 }
             },
-            "/ready": {
-                "get": {
-                    "summary": "Readiness: every model version has min_workers ready",
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready"),
-                        "503": _json({"type": "object"}, "Not ready"),
-                    },
-                }
-            },
-            "/ready/{model_name}": {
-                "get": {
-                    "summary": "Readiness of one model's default version",
-                    "parameters": [_MODEL],
-                    "responses": {
-                        "200": _json({"type": "object"}, "Ready"),
-                        "503": _json({"type": "object"}, "Not ready"),
-                        **_errors(404),
-                    },
-                }
-            },
+            "/ready": _ready([], "Readiness: every model version has min_workers ready"),
+            "/ready/{model_name}": _ready([_MODEL], "Readiness of a model's default version"),
+            "/ready/{model_name}/{model_version}": _ready(
+                [_MODEL, _VERSION], "Readiness of one version"
+            ),
             "/predictions/{model_name}": _predict("Predict with the default version", False),
             "/predictions/{model_name}/{model_version}": _predict("Predict with a version", True),
             "/explanations/{model_name}": _predict("Explain with the default version", False),
@@ -227,12 +214,73 @@ def api_description() -> dict[str, Any]:
             "/{model_name}/{model_version}/predict": _predict(
                 "Legacy predict with a version", True
             ),
+            **oip_openapi.paths(_TIMEOUT, _ROUTING),
+        },
+    )
+
+
+@cache
+def management_description() -> dict[str, Any]:
+    """The management port's OpenAPI document (built once)."""
+    scale_params = [
+        _param("min_worker", "query", _WORKERS, "Workers to run (default 1)"),
+        _param("max_worker", "query", _WORKERS, "Upper bound, at least min_worker"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default false)"),
+    ]
+    register_params = [
+        _param(
+            "url",
+            "query",
+            {"type": "string", "minLength": 1},
+            "Archive file or folder in the model store, or an http(s):// or file:// URL "
+            "matching allowed_urls",
+            True,
+        ),
+        _param("model_name", "query", {"type": "string"}, "Name (default: the manifest's)"),
+        _param("handler", "query", {"type": "string"}, "Handler (default: the manifest's)"),
+        _param("runtime", "query", {"type": "string", "enum": ["python", "python3"]}, "Runtime"),
+        _param("batch_size", "query", {**_INT, "minimum": 1}, "Largest batch"),
+        _param("max_batch_delay", "query", _INT, "Longest wait to fill a batch, ms"),
+        _param("initial_workers", "query", _WORKERS, "Workers to start"),
+        _param("response_timeout", "query", _SECONDS, "Seconds a batch may run"),
+        _param("startup_timeout", "query", _SECONDS, "Seconds to wait for loading"),
+        _param("synchronous", "query", _BOOL, "Wait for the workers (default true)"),
+    ]
+    customized = _param("customized", "query", _BOOL, "Include the handler's metadata")
+    describe = {
+        "summary": "Describe the default version",
+        "parameters": [_MODEL, customized],
+        "responses": {
+            "200": _json({"type": "array", "items": {"type": "object"}}, "Describe objects"),
+            # customized=true asks the handler, on a worker, within response_timeout
+            **_errors(400, 404, 503, 504),
+        },
+    }
+    scaled = {
+        "200": _json(_STATUS, "Scaled"),
+        "202": _json(_STATUS, "Scaling"),
+        "206": _json(_STATUS, "Scaling in progress"),
+        **_errors(400, 404, 409),
+    }
+    unregistered = {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)}
+    return _document(
+        "Management API: list, register, describe, scale, set-default, unregister, traffic "
+        "splits, key renewal.",
+        {
+            "/": _this_document("options"),
             "/models": {
                 "get": {
-                    "summary": "List models (management port)",
+                    "summary": "List the models' default versions",
                     "parameters": [
-                        _param("limit", "query", _INT, "Page size (default 100)"),
-                        _param("next_page_token", "query", _INT, "Offset from the last page"),
+                        _param(
+                            "limit", "query", {"type": "integer"}, "Page size (outside 0-100: 100)"
+                        ),
+                        _param(
+                            "next_page_token",
+                            "query",
+                            {"type": "integer", "minimum": 0},
+                            "Offset from the last page",
+                        ),
                     ],
                     "responses": {"200": _json({"type": "object"}, "Models"), **_errors(400)},
                 },
@@ -242,7 +290,7 @@ def api_description() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_STATUS, "Registered, workers ready"),
                         "202": _json(_STATUS, "Registered, workers loading"),
-                        **_errors(400, 404, 405, 409, 413, 500),
+                        **_errors(400, 404, 405, 409, 500),
                     },
                 },
             },
@@ -251,34 +299,29 @@ def api_description() -> dict[str, Any]:
                 "put": {
                     "summary": "Scale the default version's workers",
                     "parameters": [_MODEL, *scale_params],
-                    "responses": {
-                        "200": _json(_STATUS, "Scaled"),
-                        "202": _json(_STATUS, "Scaling"),
-                        "206": _json(_STATUS, "Scaling in progress"),
-                        **_errors(400, 404),
-                    },
+                    "responses": scaled,
                 },
                 "delete": {
                     "summary": "Unregister the default version (needs enable_model_api)",
                     "parameters": [_MODEL],
-                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                    "responses": unregistered,
                 },
             },
             "/models/{model_name}/{model_version}": {
-                "get": {**describe, "parameters": [_MODEL, _VERSION]},
+                "get": {
+                    **describe,
+                    "summary": "Describe a version, or all versions",
+                    "parameters": [_MODEL, _VERSION, customized],
+                },
                 "put": {
                     "summary": "Scale a version's workers",
                     "parameters": [_MODEL, _VERSION, *scale_params],
-                    "responses": {
-                        "200": _json(_STATUS, "Scaled"),
-                        "202": _json(_STATUS, "Scaling"),
-                        **_errors(400, 404),
-                    },
+                    "responses": scaled,
                 },
                 "delete": {
                     "summary": "Unregister a version (needs enable_model_api)",
                     "parameters": [_MODEL, _VERSION],
-                    "responses": {"200": _json(_STATUS, "Unregistered"), **_errors(403, 404, 405)},
+                    "responses": unregistered,
                 },
             },
             "/models/{model_name}/traffic": {
@@ -323,28 +366,20 @@ def api_description() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json(_STATUS, "Renewed; the old key is refused from now on"),
+                        # 404: token authorization is off, there is no key to renew
                         **_errors(400, 404),
                     },
                 }
             },
-            **oip_openapi.paths(_TIMEOUT, _ROUTING),
-            "/metrics": {
+            "/v1/models/{model_name}": {
                 "get": {
-                    "summary": "Prometheus metrics (metrics port)",
+                    "summary": "KServe v1 readiness of the default version",
+                    "parameters": [_MODEL],
                     "responses": {
-                        "200": {
-                            "description": "Text format 0.0.4",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        "200": _json({"type": "object"}, "Name and readiness"),
+                        **_errors(404),
                     },
                 }
             },
         },
-        "components": {
-            "schemas": {"Error": _ERROR, "Status": _STATUS},
-            # the key from key_file.json: inference key on 8080, management key on 8081
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
-    _secured(document["paths"])
-    return document
+    )

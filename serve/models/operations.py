@@ -25,6 +25,12 @@ from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 
 MAX_PAGE = 100
+# Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
+# start that many threads and take the machine down, so the APIs refuse counts above this.
+MAX_WORKERS = 256
+# TorchServe parses these as Java ints, so a larger value is a 400 there too (and it would not
+# fit the describe JSON, which holds 64-bit integers at most).
+MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +86,9 @@ def register_params(values: Mapping[str, Any]) -> RegisterParams:
         url=url,
         model_name=str_param(values, "model_name"),
         handler=str_param(values, "handler"),
-        batch_size=int_param(values, "batch_size", minimum=1),
-        max_batch_delay=int_param(values, "max_batch_delay", minimum=0),
-        initial_workers=int_param(values, "initial_workers", minimum=0),
+        batch_size=int_param(values, "batch_size", minimum=1, maximum=MAX_INT),
+        max_batch_delay=int_param(values, "max_batch_delay", minimum=0, maximum=MAX_INT),
+        initial_workers=int_param(values, "initial_workers", minimum=0, maximum=MAX_WORKERS),
         response_timeout=float_param(values, "response_timeout", 0),
         synchronous=bool_param(values, "synchronous", True),
         startup_timeout=float_param(values, "startup_timeout", 0) or STARTUP_TIMEOUT,
@@ -156,9 +162,9 @@ async def scale(
     """Set a version's worker count (min_worker, max_worker); synchronous waits for it."""
     version_name = version or str_param(params, "model_version")
     found = registry.get(name, version_name, routed=False)
-    min_workers = int_param(params, "min_worker", minimum=0)
+    min_workers = int_param(params, "min_worker", minimum=0, maximum=MAX_WORKERS)
     min_workers = 1 if min_workers is None else min_workers
-    max_workers = int_param(params, "max_worker", minimum=0)
+    max_workers = int_param(params, "max_worker", minimum=0, maximum=MAX_WORKERS)
     max_workers = min_workers if max_workers is None else max_workers
     if max_workers < min_workers:
         raise BadRequest("max_worker cannot be less than min_worker.")

@@ -7,14 +7,17 @@ every bad value is a 400 (gRPC INVALID_ARGUMENT) that names the parameter.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from serve.errors import BadRequest
 
 
-def int_param(params: Mapping[str, Any], name: str, minimum: int | None = None) -> int | None:
-    """An optional integer parameter."""
+def int_param(
+    params: Mapping[str, Any], name: str, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
+    """An optional integer parameter, within [minimum, maximum] where those are given."""
     raw = params.get(name)
     if raw is None or raw == "":
         return None
@@ -26,11 +29,13 @@ def int_param(params: Mapping[str, Any], name: str, minimum: int | None = None) 
         raise BadRequest(f"Parameter {name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"Parameter {name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise BadRequest(f"Parameter {name} must be at most {maximum}, got {value}")
     return value
 
 
 def float_param(params: Mapping[str, Any], name: str, minimum: float) -> float | None:
-    """An optional number parameter (strictly greater than minimum)."""
+    """An optional finite number parameter (strictly greater than minimum)."""
     raw = params.get(name)
     if raw is None or raw == "":
         return None
@@ -38,7 +43,7 @@ def float_param(params: Mapping[str, Any], name: str, minimum: float) -> float |
         value = float(raw)
     except (TypeError, ValueError):
         raise BadRequest(f"Parameter {name} must be a number, got {raw!r}") from None
-    if isinstance(raw, bool) or not value > minimum:
+    if isinstance(raw, bool) or not math.isfinite(value) or not value > minimum:
         raise BadRequest(f"Parameter {name} must be greater than {minimum:g}, got {raw!r}")
     return value
 

@@ -80,7 +80,7 @@ def from_values(
         return WireTensor(name, datatype, shape, elements)
     try:
         raw = struct.pack(f"<{count}{STRUCT_CODES[datatype]}", *flat)
-    except struct.error as exc:
+    except (struct.error, OverflowError) as exc:  # OverflowError: a float past FP16/FP32's range
         raise BadRequest(f"input {name}: data does not fit datatype {datatype}: {exc}") from exc
     return WireTensor(name, datatype, shape, raw)
 

@@ -199,7 +199,8 @@ class ModelVersion:
 
 
 def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
+    # whole numbers print as ints, as in TorchServe, but only where JSON's 64-bit ints hold them
+    return int(value) if float(value).is_integer() and abs(value) < 2**53 else value
 
 
 def _rss_bytes() -> int:

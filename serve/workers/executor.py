@@ -20,6 +20,7 @@ from typing import Any
 from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
+from handlers.util import forget_private_modules
 from handlers.wire import Signature
 from serve.batching.request import InferenceRequest
 from serve.workers.threads import ExecutorThreads, ThreadBudget
@@ -87,6 +88,7 @@ class Executor:
         try:
             service, stream = self._load()
         except BaseException as exc:
+            forget_private_modules()
             self._post(self._on_loaded, self, exc)
             self._post(self._on_exit, self)
             return
@@ -97,6 +99,7 @@ class Executor:
             self._serve(service, stream)
         finally:
             del service
+            forget_private_modules()  # else every executor's handler module stays loaded
             self._post(self._on_exit, self)
 
     def _load(self) -> tuple[Service, Any]:
