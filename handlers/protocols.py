@@ -12,7 +12,7 @@ the flattened value. A handlers.tensor.TensorHandler takes OIP batches its own w
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy
@@ -77,23 +77,32 @@ def predict(
     return _tensors_as_lists(service, batch)
 
 
-def _instances(service: Service, batch: Sequence[HandlerRequest]) -> list[Output] | BatchFailure:
+def _run_entries(
+    service: Service,
+    batch: Sequence[HandlerRequest],
+    entries: Callable[[HandlerRequest], Iterable[Any]],
+) -> tuple[list[Any], list[RequestProcessor]] | BatchFailure:
+    """One handler call over every request's entries; results and processors align by entry."""
     data: list[Any] = []
     processors: list[RequestProcessor] = []
     ids: dict[int, str] = {}
     for request in batch:
-        payload = cast(Instances, request.payload)
         processor = RequestProcessor(dict(request.headers))
-        for instance in payload.instances:
+        for entry in entries(request):
             ids[len(data)] = request.request_id
             processors.append(processor)
-            data.append(instance)
-    result = service.invoke(service.handle_entry, data, processors, ids, _no_stream)
+            data.append(entry)
+    result = service.invoke_list(data, processors, ids, _no_stream)
     if isinstance(result, BatchFailure):
         return result
-    failure = service.check_list(result, len(data))
-    if failure is not None:
-        return failure
+    return result, processors
+
+
+def _instances(service: Service, batch: Sequence[HandlerRequest]) -> list[Output] | BatchFailure:
+    ran = _run_entries(service, batch, lambda r: cast(Instances, r.payload).instances)
+    if isinstance(ran, BatchFailure):
+        return ran
+    result, processors = ran
     outputs: list[Output] = []
     start = 0
     try:
@@ -112,22 +121,12 @@ def _instances(service: Service, batch: Sequence[HandlerRequest]) -> list[Output
 def _tensors_as_lists(
     service: Service, batch: Sequence[HandlerRequest]
 ) -> list[Output] | BatchFailure:
-    data: list[Any] = []
-    processors: list[RequestProcessor] = []
-    ids: dict[int, str] = {}
-    for request in batch:
-        payload = cast(TensorRequest, request.payload)
-        processor = RequestProcessor(dict(request.headers))
-        for tensor in payload.inputs:
-            ids[len(data)] = request.request_id
-            processors.append(processor)
-            data.append(as_lists(tensor))
-    result = service.invoke(service.handle_entry, data, processors, ids, _no_stream)
-    if isinstance(result, BatchFailure):
-        return result
-    failure = service.check_list(result, len(data))
-    if failure is not None:
-        return failure
+    ran = _run_entries(
+        service, batch, lambda r: map(as_lists, cast(TensorRequest, r.payload).inputs)
+    )
+    if isinstance(ran, BatchFailure):
+        return ran
+    result, processors = ran
     outputs: list[Output] = []
     start = 0
     try:

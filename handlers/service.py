@@ -105,12 +105,9 @@ class Service:
 
             return protocols.predict(self, batch, on_intermediate)
         data, processors, ids = _inputs(batch)
-        result = self.invoke(self._entry, data, processors, ids, on_intermediate)
+        result = self.invoke_list(data, processors, ids, on_intermediate)
         if isinstance(result, BatchFailure):
             return result
-        failure = self.check_list(result, len(data))
-        if failure is not None:
-            return failure
         context = self.context
         try:
             return [
@@ -158,6 +155,20 @@ class Service:
         if metrics is not None:  # TorchServe's backend records this for every handled batch
             metrics.add_time("PredictionTime", round((time.time() - started) * 1000, 2))
         return result
+
+    def invoke_list(
+        self,
+        data: list[Any],
+        processors: list[RequestProcessor],
+        ids: dict[int, str],
+        on_intermediate: IntermediateSink | None,
+    ) -> list[Any] | BatchFailure:
+        """`handle(data, context)` held to TorchServe's rule: one result per entry of `data`."""
+        result = self.invoke(self._entry, data, processors, ids, on_intermediate)
+        if isinstance(result, BatchFailure):
+            return result
+        failure = self.check_list(result, len(data))
+        return result if failure is None else failure
 
     def check_list(self, result: Any, expected: int) -> BatchFailure | None:
         """TorchServe's rule: a handler answers a batch with a list of the same length."""

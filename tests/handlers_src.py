@@ -182,3 +182,26 @@ PARAMS = """
             for row in data
         ]
 """
+
+# A TorchServe BaseHandler subclass that doubles each entry: v1 instances ({"data": [...]}) or
+# v2 inputs as nested lists, as the kserve and kservev2 envelopes hand them.
+TS_DOUBLER = """
+    import torch
+    from ts.torch_handler.base_handler import BaseHandler
+
+
+    class Doubler(BaseHandler):
+        def initialize(self, context):
+            self.context = context
+            self.initialized = True
+
+        def preprocess(self, data):
+            rows = [row.get("data") if isinstance(row, dict) else row for row in data]
+            return [torch.tensor(row, dtype=torch.float32) for row in rows]
+
+        def inference(self, data):
+            return [tensor * 2 for tensor in data]
+
+        def postprocess(self, data):
+            return [tensor.tolist() for tensor in data]
+"""

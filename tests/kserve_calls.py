@@ -15,23 +15,17 @@ from typing import Any
 
 import grpc
 import httpx
-import numpy as np
 from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from kserve.protocol.infer_type import RequestedOutput
 
-KINDS = {
-    "half": (np.array([[0.5, 1.5], [2.0, -1.0]], np.float16), "FP16"),
-    "flags": (np.array([[True, False], [False, False]]), "BOOL"),
-    "ints": (np.array([[2**40, -3], [0, 7]], np.int64), "INT64"),
-    "words": (np.array([b"hello", b"ab"], dtype=np.object_), "BYTES"),
-}
+from tests.oip_models import KIND_TENSORS
 
 
 def kinds_inputs(binary: bool) -> list[InferInput]:
     inputs = []
-    for name, (array, datatype) in KINDS.items():
+    for name, (array, datatype) in KIND_TENSORS.items():
         tensor = InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array, binary_data=binary or datatype == "FP16")
         inputs.append(tensor)

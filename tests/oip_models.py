@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tests.support import Server, model_folder, server_config
 
 # A tensor handler declaring its tensors on the class; `rows` tells how many rows the call saw.
@@ -62,6 +64,14 @@ KINDS_CONFIG: dict[str, Any] = {
         {"name": "ints", "datatype": "INT64", "shape": [-1, 2]},
         {"name": "words", "datatype": "BYTES", "shape": [-1]},
     ],
+}
+
+# What the tests send the "kinds" model: input name -> (array, OIP datatype).
+KIND_TENSORS: dict[str, tuple[np.ndarray, str]] = {
+    "half": (np.array([[0.5, 1.5], [2.0, -1.0]], np.float16), "FP16"),
+    "flags": (np.array([[True, False], [False, False]]), "BOOL"),
+    "ints": (np.array([[2**40, -3], [0, 7]], np.int64), "INT64"),
+    "words": (np.array([b"hello", b"ab"], dtype=np.object_), "BYTES"),
 }
 
 # A TorchServe-style handler seeing what the kservev2 envelope hands it: one nested list per

@@ -29,9 +29,17 @@ def one_request(server: Server, model: str) -> dict[str, float]:
 
 
 def test_a_lone_request_is_dispatched_at_once(server: Server) -> None:
-    # echo: batch_size 8, max_batch_delay 200 ms; nothing else is coming, so no wait
-    change = one_request(server, "echo")
-    assert change["0.1"] == 1, change
+    # A model of its own: the shared echo model's recent concurrency (other tests' bursts)
+    # would rightly make it wait for batch-mates. batch_size 8, max_batch_delay 200 ms, and
+    # nothing else is coming, so no wait.
+    model_folder(server.root / "store", "lone", src.ECHO)
+    url = f"{server.management}/models?url=lone&batch_size=8&max_batch_delay=200&initial_workers=1"
+    assert http("POST", url)[0] == 200
+    try:
+        change = one_request(server, "lone")
+        assert change["0.1"] == 1, change
+    finally:
+        assert http("DELETE", f"{server.management}/models/lone")[0] == 200
 
 
 def test_fixed_batching_waits_the_whole_delay_for_a_lone_request(tmp_path: Path) -> None:

@@ -18,31 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.handlers_src import TS_DOUBLER
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "deploy" / "kserve" / "servingruntime.yaml"
 KSERVE_CONFIG = ROOT / "deploy" / "kserve" / "config.properties"
 POD_SCRIPT = Path(__file__).resolve().parent / "kserve_pod.py"
 
-HANDLER = """
-    import torch
-    from ts.torch_handler.base_handler import BaseHandler
-
-
-    class Doubler(BaseHandler):
-        def initialize(self, context):
-            self.context = context
-            self.initialized = True
-
-        def preprocess(self, data):
-            rows = [row.get("data") if isinstance(row, dict) else row for row in data]
-            return [torch.tensor(row, dtype=torch.float32) for row in rows]
-
-        def inference(self, data):
-            return [tensor * 2 for tensor in data]
-
-        def postprocess(self, data):
-            return [tensor.tolist() for tensor in data]
-"""
 
 NAMESPACE_SETUP = "ip link set lo up && mount -t tmpfs tmpfs /mnt && mkdir /mnt/models"
 
@@ -66,7 +48,7 @@ def mnt_models(root: Path) -> Path:
     (models / "config").mkdir(parents=True)
     (models / "model-store").mkdir()
     shutil.copyfile(KSERVE_CONFIG, models / "config" / "config.properties")
-    (root / "handler.py").write_text(textwrap.dedent(HANDLER))
+    (root / "handler.py").write_text(textwrap.dedent(TS_DOUBLER))
     built = subprocess.run(
         [
             sys.executable, "-m", "model_archiver.model_packaging",

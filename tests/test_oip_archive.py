@@ -13,29 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.handlers_src import TS_DOUBLER
 from tests.support import Server, http, server_config
-
-HANDLER = """
-    import torch
-    from ts.torch_handler.base_handler import BaseHandler
-
-
-    class Doubler(BaseHandler):
-        def initialize(self, context):
-            self.context = context
-            self.initialized = True
-
-        def preprocess(self, data):
-            # v1: each instance (here {"data": [...]}); v2: each input's data as nested lists
-            rows = [row.get("data") if isinstance(row, dict) else row for row in data]
-            return [torch.tensor(row, dtype=torch.float32) for row in rows]
-
-        def inference(self, data):
-            return [tensor * 2 for tensor in data]
-
-        def postprocess(self, data):
-            return [tensor.tolist() for tensor in data]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("archive")
     store = root / "store"
     store.mkdir()
-    (root / "handler.py").write_text(textwrap.dedent(HANDLER))
+    (root / "handler.py").write_text(textwrap.dedent(TS_DOUBLER))
     built = subprocess.run(
         [
             sys.executable, "-m", "model_archiver.model_packaging",

@@ -12,14 +12,8 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from tests import oip_models
+from tests.oip_models import KIND_TENSORS
 from tests.support import Server
-
-KINDS = {
-    "half": (np.array([[0.5, 1.5], [2.0, -1.0]], np.float16), "FP16"),
-    "flags": (np.array([[True, False], [False, False]]), "BOOL"),
-    "ints": (np.array([[2**40, -3], [0, 7]], np.int64), "INT64"),
-    "words": (np.array([b"hello", b"ab"], dtype=np.object_), "BYTES"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +58,10 @@ def test_triton_fp32_with_requested_output_and_id(client: triton.InferenceServer
 
 
 def test_triton_fp16_bool_int64_bytes(client: triton.InferenceServerClient) -> None:
-    result = client.infer("kinds", [triton_input(n, a, d) for n, (a, d) in KINDS.items()])
-    np.testing.assert_array_equal(result.as_numpy("half"), KINDS["half"][0] + 1)
-    np.testing.assert_array_equal(result.as_numpy("flags"), ~KINDS["flags"][0])
-    np.testing.assert_array_equal(result.as_numpy("ints"), KINDS["ints"][0] * 10)
+    result = client.infer("kinds", [triton_input(n, a, d) for n, (a, d) in KIND_TENSORS.items()])
+    np.testing.assert_array_equal(result.as_numpy("half"), KIND_TENSORS["half"][0] + 1)
+    np.testing.assert_array_equal(result.as_numpy("flags"), ~KIND_TENSORS["flags"][0])
+    np.testing.assert_array_equal(result.as_numpy("ints"), KIND_TENSORS["ints"][0] * 10)
     assert list(result.as_numpy("words")) == [b"olleh", b"ba"]
 
 

@@ -12,14 +12,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests import oip_models
+from tests.oip_models import KIND_TENSORS
 from tests.support import Server
-
-KINDS = {
-    "half": (np.array([[0.5, 1.5], [2.0, -1.0]], np.float16), "FP16"),
-    "flags": (np.array([[True, False], [False, False]]), "BOOL"),
-    "ints": (np.array([[2**40, -3], [0, 7]], np.int64), "INT64"),
-    "words": (np.array([b"hello", b"ab"], dtype=np.object_), "BYTES"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +49,13 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
 @pytest.mark.parametrize("binary", [False, True])
 def test_every_kind_json_or_binary(client: triton.InferenceServerClient, binary: bool) -> None:
     # FP16 has no JSON form in tritonclient: it always goes binary
-    inputs = [tensor(n, a, d, binary or d == "FP16") for n, (a, d) in KINDS.items()]
-    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in KINDS]
+    inputs = [tensor(n, a, d, binary or d == "FP16") for n, (a, d) in KIND_TENSORS.items()]
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in KIND_TENSORS]
     result = client.infer("kinds", inputs, outputs=outputs, request_id="h-1")
     assert result.get_response()["id"] == "h-1"
-    np.testing.assert_array_equal(result.as_numpy("half"), KINDS["half"][0] + 1)
-    np.testing.assert_array_equal(result.as_numpy("flags"), ~KINDS["flags"][0])
-    np.testing.assert_array_equal(result.as_numpy("ints"), KINDS["ints"][0] * 10)
+    np.testing.assert_array_equal(result.as_numpy("half"), KIND_TENSORS["half"][0] + 1)
+    np.testing.assert_array_equal(result.as_numpy("flags"), ~KIND_TENSORS["flags"][0])
+    np.testing.assert_array_equal(result.as_numpy("ints"), KIND_TENSORS["ints"][0] * 10)
     words = [w if isinstance(w, bytes) else w.encode() for w in result.as_numpy("words")]
     assert words == [b"olleh", b"ba"]
 

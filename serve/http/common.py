@@ -111,11 +111,6 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     raise NotFound("Requested resource is not found, please refer to API document.")
 
 
-async def method_not_allowed(request: web.Request) -> web.StreamResponse:
-    """A method the path does not accept."""
-    raise MethodNotAllowed("Requested method is not allowed, please refer to API document.")
-
-
 def from_http(exc: web.HTTPException) -> ServeError:
     if exc.status == 404:
         return NotFound("Requested resource is not found, please refer to API document.")
