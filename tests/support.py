@@ -22,11 +22,22 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port the OS says is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port the OS says is free right now, never one this process handed out before.
+
+    The OS may offer a just-released port again, so two calls in a row (one server's five
+    addresses) could otherwise get the same port.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def http(
