@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from serve.models.traffic import Split
+from tests.conftest import metric_samples
 from tests.grpc_server import grpcio_stubs
 from tests.support import Server, http, model_folder, server_config
 
@@ -117,9 +117,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def loop_guard(server: Server) -> Iterator[None]:
     """Fail a test if the server's event loop was blocked while it ran (the metric is the
     worst lag since start: a new worst during this test above the bound is this test's)."""
-    before = max(_metric(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
+    before = max(metric_samples(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
     yield
-    worst = max(_metric(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
+    worst = max(metric_samples(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
     if worst > before:
         assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
 
@@ -172,21 +172,10 @@ def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     return status, json.loads(raw) if raw else None
 
 
-def _metric(server: Server, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    status, body = http("GET", server.metrics + "/metrics")
-    assert status == 200
-    return {
-        tuple(sorted(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if sample.name == name
-    }
-
-
 def sample(server: Server, name: str, **labels: str) -> float:
     """The value of the one series of `name` with these labels (0 when absent)."""
     wanted = set(labels.items())
-    return sum(v for k, v in _metric(server, name).items() if wanted <= set(k))
+    return sum(v for k, v in metric_samples(server, name).items() if wanted <= set(k))
 
 
 def answered(server: Server, model: str, version: str) -> float:

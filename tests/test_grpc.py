@@ -21,7 +21,6 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from serve.config import Address, Config, ConfigError
 from serve.grpc.fastproto import FastPredictionsRequest
@@ -32,6 +31,7 @@ from serve.grpc.transport import prediction_bytes
 from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
 from serve.workers.threads import ThreadBudget
+from tests.conftest import metric_samples
 from tests.grpc_server import LOADED, MODELS, build_store, grpcio_stubs
 from tests.support import Server, http, server_config
 
@@ -80,19 +80,10 @@ def manage(grpc_server: Server, pb: dict[str, ModuleType]) -> Iterator[Any]:
 def grpc_loop_guard(grpc_server: Server) -> Iterator[None]:
     """Fail a test if the server's event loop was blocked while it ran."""
     yield
-    worst = max(_metric(grpc_server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
+    worst = max(
+        metric_samples(grpc_server, "serve_event_loop_lag_max_seconds").values(), default=0.0
+    )
     assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
-
-
-def _metric(server: Server, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    status, body = http("GET", server.metrics + "/metrics")
-    assert status == 200
-    return {
-        tuple(sorted(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-        if sample.name == name
-    }
 
 
 def _request(pb: dict[str, ModuleType], model: str, **inputs: bytes) -> Any:
@@ -144,7 +135,7 @@ def test_each_input_entry_reaches_the_handler_as_a_bytearray(
 
 def test_concurrent_calls_are_batched_each_with_its_own_answer(grpc_server: Server) -> None:
     key = (("model_name", "echo"), ("model_version", "1.0"))
-    before = _metric(grpc_server, "serve_executions_total").get(key, 0.0)
+    before = metric_samples(grpc_server, "serve_executions_total").get(key, 0.0)
     count = 32
 
     async def main() -> list[bp.PredictionResponse]:
@@ -165,7 +156,7 @@ def test_concurrent_calls_are_batched_each_with_its_own_answer(grpc_server: Serv
     assert len({s["request_id"] for s in seen}) == count
     assert max(s["batch"] for s in seen) > 1, "concurrent calls should have been batched"
     assert max(s["batch"] for s in seen) <= 8, "a batch never exceeds batch_size"
-    after = _metric(grpc_server, "serve_executions_total")[key]
+    after = metric_samples(grpc_server, "serve_executions_total")[key]
     assert after - before < count, "fewer executions than requests"
 
 
@@ -535,7 +526,7 @@ def _wait_for_inflight(server: Server, timeout: float = 30.0) -> None:
     key = (("model_name", "gated"), ("model_version", "1.0"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _metric(server, "serve_inferences_total").get(key, 0.0) >= 1:
+        if metric_samples(server, "serve_inferences_total").get(key, 0.0) >= 1:
             return
         time.sleep(0.02)  # polling an endpoint for state, not synchronising on time
     raise AssertionError("the call never reached the handler")
