@@ -91,11 +91,6 @@ class Service:
         self.tensor_handler = tensor_handler
         self.signature: Signature | None = getattr(tensor_handler, "signature", None)
 
-    @property
-    def handle_entry(self) -> Entry:
-        """The handler's `handle(data, context)`."""
-        return self._entry
-
     def predict(
         self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
     ) -> list[Output] | BatchFailure:

@@ -344,14 +344,6 @@ class Registry:
         """Send the model's unversioned traffic to its default version alone again."""
         self._model(name).routing.split = None
 
-    def traffic_state(self) -> dict[str, dict[str, Any]]:
-        """Every split by model name, in the shape `Split.from_dict` reads (for snapshots)."""
-        return {
-            name: model.routing.split.to_dict()
-            for name, model in sorted(self.models.items())
-            if model.routing.split is not None
-        }
-
     def _model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
