@@ -18,6 +18,9 @@ import yaml
 
 from serve.models.traffic import InvalidSplit, Split
 
+# Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
+# start that many threads and take the machine down, so the config and the APIs refuse more.
+MAX_WORKERS = 256
 DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
 TRAFFIC_KEY = "traffic"  # reserved beside the versions of a `models:` entry
 DEFAULT_MAX_DOWNLOAD_SIZE = 10 * 1024**3
@@ -114,12 +117,14 @@ class Config:
 # --- validators: each takes (key, raw value) and returns the typed value or raises ----------
 
 
-def _int(minimum: int | None = None) -> Callable[[str, Any], int]:
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[str, Any], int]:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise ConfigError(key, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(key, f"must be at most {maximum}, got {value}")
         return value
 
     return check
@@ -232,8 +237,8 @@ def _devices(key: str, value: Any) -> tuple[int, ...]:
 _MODEL_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "batch_size": _int(1),
     "max_batch_delay": _int(0),
-    "min_workers": _int(0),
-    "max_workers": _int(0),
+    "min_workers": _int(0, MAX_WORKERS),
+    "max_workers": _int(0, MAX_WORKERS),
     "response_timeout": _seconds,
     "devices": _devices,
     "default_version": _bool,
@@ -319,7 +324,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "grpc_management_address": parse_address,
     "model_store": _path,
     "load_models": _str_list,
-    "default_workers_per_model": _int(0),
+    "default_workers_per_model": _int(0, MAX_WORKERS),
     "job_queue_size": _int(1),
     "max_request_size": _int(1),
     "default_response_timeout": _seconds,

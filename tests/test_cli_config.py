@@ -66,6 +66,8 @@ def test_help_explains_every_flag(tmp_path: Path) -> None:
             "less than min_workers",
         ),
         ({"models": {"m": {"1.0": {"devices": [0, -1]}}}}, "models.m.1.0.devices[1]", "at least 0"),
+        ({"models": {"m": {"1.0": {"min_workers": 999}}}}, "models.m.1.0.min_workers", "at most"),
+        ({"default_workers_per_model": 257}, "default_workers_per_model", "at most 256"),
         ({"load_models": ["nothere.mar"]}, "load_models[0]", "not in the model store"),
         ({"load_models": ["../x.mar"]}, "load_models[0]", "inside model_store"),
     ],

@@ -10,8 +10,9 @@ from typing import Any
 
 from serve import __version__
 from serve.auth.public import PUBLIC_PATHS, template
+from serve.config import MAX_WORKERS
 from serve.http import oip_openapi
-from serve.models.operations import MAX_INT, MAX_WORKERS
+from serve.models.operations import MAX_INT
 
 _ERROR = {
     "type": "object",

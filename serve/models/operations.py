@@ -17,7 +17,7 @@ import orjson
 
 from handlers.messages import Param
 from serve.batching.request import InferenceRequest, new_request_id
-from serve.config import Config
+from serve.config import MAX_WORKERS, Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
@@ -25,9 +25,6 @@ from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 
 MAX_PAGE = 100
-# Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
-# start that many threads and take the machine down, so the APIs refuse counts above this.
-MAX_WORKERS = 256
 # TorchServe parses these as Java ints, so a larger value is a 400 there too (and it would not
 # fit the describe JSON, which holds 64-bit integers at most).
 MAX_INT = 2**31 - 1
