@@ -283,3 +283,12 @@ def test_racing_registers_unregisters_and_scales_leave_a_consistent_model(server
     assert status == 200, raw
     assert call("DELETE", f"{m}/models/racy")[0] == 200
     assert described["modelName"] == "racy"
+
+
+def test_an_archive_asking_for_more_than_256_workers_is_refused(server: Server) -> None:
+    model_folder(server.root / "store", "greedy", src.ECHO, model_config={"minWorkers": 300})
+    status, body = call("POST", f"{server.management}/models?url=greedy")
+    assert status == 400
+    assert body["type"] == "InvalidModelException"
+    assert "minWorkers must be at most 256" in body["message"]
+    assert call("GET", f"{server.management}/models/greedy")[0] == 404

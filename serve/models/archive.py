@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from serve.config import MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
 
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -257,6 +258,13 @@ def _positive_int(config: Mapping[str, Any], key: str, minimum: int) -> int | No
     return value
 
 
+def _worker_count(config: Mapping[str, Any], key: str) -> int | None:
+    value = _positive_int(config, key, 0)
+    if value is not None and value > MAX_WORKERS:
+        raise InvalidModel(f"model-config.yaml: {key} must be at most {MAX_WORKERS}, got {value}")
+    return value
+
+
 def archive_settings(config: Mapping[str, Any]) -> ArchiveSettings:
     """Read the frontend keys TorchServe's ModelConfig understands."""
     timeout = config.get("responseTimeout")
@@ -276,8 +284,8 @@ def archive_settings(config: Mapping[str, Any]) -> ArchiveSettings:
             )
         device_ids = tuple(ids) or None
     return ArchiveSettings(
-        min_workers=_positive_int(config, "minWorkers", 0),
-        max_workers=_positive_int(config, "maxWorkers", 0),
+        min_workers=_worker_count(config, "minWorkers"),
+        max_workers=_worker_count(config, "maxWorkers"),
         batch_size=_positive_int(config, "batchSize", 1),
         max_batch_delay=_positive_int(config, "maxBatchDelay", 0),
         response_timeout=float(timeout) if timeout is not None and timeout > 0 else None,
