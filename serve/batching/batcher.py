@@ -6,7 +6,10 @@ batch_size counts items: a request may fill several (KServe v1 instances, tensor
 with more than batch_size runs alone, and a batch holds requests of one protocol kind. One
 exception keeps executors busy without changing any batch: a *full* batch (batch_size
 requests, which waiting cannot grow) may wait in the inbox of an executor that is running
-another, so the executor starts it the moment it finishes instead of waiting for the loop.
+another, so the executor starts it the moment it finishes instead of waiting for the loop. One
+full batch may wait per executor; more while batches are short (as many as fit in
+`AHEAD_SECONDS` of the recent batch time, at most `MAX_AHEAD`): a fast model's executor then
+goes from batch to batch without sleeping between them until the loop hands it the next.
 
 The executor thread reports back with `complete` (through `call_soon_threadsafe`), which
 answers every request of the batch and lets the executor take the next one. A watchdog checks
@@ -42,6 +45,9 @@ from serve.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+AHEAD_SECONDS = 0.002  # work that full batches waiting in a busy executor's inbox may add up to
+MAX_AHEAD = 8  # full batches that may wait in one executor's inbox
 
 
 class Runner(Protocol):
@@ -98,6 +104,7 @@ class Batcher:
         self._on_deadline = on_deadline
         self._pending: deque[InferenceRequest] = deque()
         self._extra = 0  # items beyond one per pending request (0 unless multi-item requests)
+        self._batch_seconds = 0.0  # moving average of a batch's run time (0: none finished yet)
         self._idle: deque[Runner] = deque()
         self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
         self._in_flight = 0
@@ -157,8 +164,12 @@ class Batcher:
             runner.stop()
             return
         flight = flights.popleft()
-        if self._on_done is not None and flight.started is not None:
-            self._on_done(time.monotonic() - flight.started)
+        if flight.started is not None:
+            seconds = time.monotonic() - flight.started
+            average = self._batch_seconds
+            self._batch_seconds = seconds if not average else 0.8 * average + 0.2 * seconds
+            if self._on_done is not None:
+                self._on_done(seconds)
         self._in_flight -= len(batch)
         if isinstance(result, BatchFailure):
             error = InternalError(result.message, status=result.status)
@@ -301,15 +312,19 @@ class Batcher:
         return batch
 
     def _queue_slot(self) -> Runner | None:
-        """A busy executor with an empty inbox, the one whose batch started first."""
+        """A busy executor with room in its inbox: the fewest batches waiting, then the one
+        whose running batch started first."""
+        average = self._batch_seconds
+        room = 1 if not average else max(1, min(MAX_AHEAD, int(AHEAD_SECONDS / average)))
         best: Runner | None = None
-        best_start = 0.0
+        best_key = (0, 0.0)
         for runner, flights in self._flights.items():
-            if len(flights) != 1 or runner.retiring:
+            waiting = len(flights) - 1
+            if waiting >= room or runner.retiring:
                 continue
-            started = flights[0].started or 0.0
-            if best is None or started < best_start:
-                best, best_start = runner, started
+            key = (waiting, flights[0].started or 0.0)
+            if best is None or key < best_key:
+                best, best_key = runner, key
         return best
 
     def _send(self, runner: Runner, batch: Batch, now: float, *, running: bool) -> None:
