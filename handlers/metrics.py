@@ -7,7 +7,7 @@ on exactly as under TorchServe; each call becomes one `MetricSink.record`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 
@@ -87,15 +87,27 @@ class CachingMetric:
         self, value: float, dimension_values: Sequence[str] = (), request_id: str = ""
     ) -> None:
         """Record a value; dimension values pair with the declared names in order."""
+        self.bind(dimension_values)(value)
+
+    def bind(self, dimension_values: Sequence[str] = ()) -> Callable[[float], None]:
+        """A recorder of values for these dimension values (checked once, not per value)."""
         if len(dimension_values) != len(self.dimension_names):
             raise ValueError(
                 f"metric {self.metric_name!r} has dimensions {self.dimension_names}, "
                 f"got values {list(dimension_values)}"
             )
-        if self.metric_type is MetricTypes.COUNTER and value < 0:
-            raise ValueError(f"counter {self.metric_name!r} cannot be updated by a negative value")
-        pairs = [(n, str(v)) for n, v in zip(self.dimension_names, dimension_values, strict=True)]
-        self._sink.record(self.metric_name, self.unit, self.metric_type, pairs, float(value))
+        names = self.dimension_names
+        pairs = tuple((n, str(v)) for n, v in zip(names, dimension_values, strict=True))
+        name, unit, metric_type = self.metric_name, self.unit, self.metric_type
+        record = self._sink.record
+        counter = metric_type is MetricTypes.COUNTER
+
+        def add(value: float) -> None:
+            if counter and value < 0:
+                raise ValueError(f"counter {name!r} cannot be updated by a negative value")
+            record(name, unit, metric_type, pairs, float(value))
+
+        return add
 
     def update(
         self, value: float, request_id: str = "", dimensions: Sequence[Dimension] = ()
@@ -114,7 +126,8 @@ class MetricsCache:
         self._sink = sink
         self._model_name = model_name
         self._metrics: dict[tuple[str, MetricTypes], CachingMetric] = {}
-        self._plain: dict[tuple[str, str, MetricTypes], CachingMetric] = {}
+        # recorders of the metrics added without dimensions (HandlerTime, PredictionTime)
+        self._plain: dict[tuple[str, str, MetricTypes], Callable[[float], None]] = {}
         self._default_values = (model_name, "Model")
         self.request_ids: dict[int, str] | None = None
 
@@ -156,11 +169,11 @@ class MetricsCache:
         """Record a value; the default dimensions ModelName and Level=Model are added last."""
         if not dimensions:  # the common case (HandlerTime, PredictionTime): no lists to build
             key = (name, unit, metric_type)
-            metric = self._plain.get(key)
-            if metric is None:
+            add = self._plain.get(key)
+            if add is None:
                 metric = self.add_metric_to_cache(name, unit, _DEFAULT_DIMS, metric_type)
-                self._plain[key] = metric
-            metric.add_or_update(value, self._default_values)
+                add = self._plain[key] = metric.bind(self._default_values)
+            add(value)
             return
         dims = [
             *(dimensions or []),
