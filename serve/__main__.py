@@ -18,6 +18,7 @@ from serve import __version__
 from serve.config import Config, ConfigError, load_config
 from serve.snapshots import latest, snapshot_folder
 from serve.tsconfig import load_ts_config
+from serve.workers.runtime import defer_full_collections
 
 _ADDRESS_FLAGS = {
     "inference_address": "inference API",
@@ -166,6 +167,7 @@ def _restore_snapshot(config: Config) -> Config:
 
 
 def _run(config: Config) -> int:
+    defer_full_collections()  # serve() restores them once start-up is over
     from serve.app import serve, startup_models
 
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -36,7 +35,7 @@ from serve.restore import restore
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.traffic_snapshot import restore_traffic, traffic_fields
 from serve.workers.devices import visible_gpu_count
-from serve.workers.runtime import preload
+from serve.workers.runtime import freeze_startup_heap, preload
 from serve.workers.threads import ThreadBudget
 
 logger = logging.getLogger(__name__)
@@ -92,10 +91,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     startup = startup_models(config)
     preload()  # before any listener is bound: nothing is being served yet
-    # torch's ~200k long-lived objects made every full collection stall the loop ~0.1-0.3 s;
-    # frozen, they are never scanned again
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
     metrics = ServerMetrics(gpu_count)
     registry = Registry(
