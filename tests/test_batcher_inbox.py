@@ -31,9 +31,10 @@ class HeldExecutor:
     def stop(self) -> None:
         pass
 
-    def finish(self) -> None:
+    def finish(self, run_seconds: float | None = None) -> None:
         batch = self.inbox.pop(0)
-        self.batcher.complete(self, batch, [Output(body=r.request_id.encode()) for r in batch])
+        answers = [Output(body=r.request_id.encode()) for r in batch]
+        self.batcher.complete(self, batch, answers, run_seconds)
 
 
 def _batcher(batch_size: int) -> Batcher:
@@ -56,8 +57,11 @@ def _submit(batcher: Batcher, count: int, start: int) -> None:
         batcher.submit(InferenceRequest(f"r{start + i}", (), (), loop))
 
 
-async def _after_batches_of(seconds: float, batch_size: int) -> tuple[HeldExecutor, Batcher]:
-    """One executor that has run five full batches of about `seconds` each (none if 0)."""
+async def _after_batches_of(
+    seconds: float, batch_size: int, reported: float | None = None
+) -> tuple[HeldExecutor, Batcher]:
+    """One executor that has run five full batches, each held `seconds` on the loop (none if
+    0); `reported` is the run time the executor reports for each (None: it reports none)."""
     batcher = _batcher(batch_size)
     executor = HeldExecutor(batcher)
     batcher.capacity = 1
@@ -66,7 +70,7 @@ async def _after_batches_of(seconds: float, batch_size: int) -> tuple[HeldExecut
         _submit(batcher, batch_size, start=round_ * batch_size)
         if seconds:
             await asyncio.sleep(seconds)
-        executor.finish()
+        executor.finish(reported)
     return executor, batcher
 
 
@@ -126,3 +130,19 @@ async def _partial() -> None:
 
 def test_a_partial_batch_never_waits_in_an_inbox() -> None:
     asyncio.run(_partial())
+
+
+async def _reported() -> None:
+    # each batch comes back 20 ms after it was handed over (a busy loop, a slow wake-up), but
+    # the executor ran it in 0.1 ms: its own measure decides
+    executor, batcher = await _after_batches_of(0.02, batch_size=1, reported=0.0001)
+    _submit(batcher, 20, start=100)
+    assert len(executor.inbox) == 1 + MAX_AHEAD
+    # and the other way round: quick on the loop, 20 ms in the executor
+    executor, batcher = await _after_batches_of(0.0, batch_size=1, reported=0.02)
+    _submit(batcher, 20, start=100)
+    assert len(executor.inbox) == 2
+
+
+def test_the_executors_own_run_time_decides_not_the_loops_lag() -> None:
+    asyncio.run(_reported())

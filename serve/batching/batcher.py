@@ -156,20 +156,32 @@ class Batcher:
         self._idle.append(runner)
         self._dispatch()
 
-    def complete(self, runner: Runner, batch: Batch, result: list[Output] | BatchFailure) -> None:
-        """An executor finished `batch` (called on the loop from the executor thread)."""
+    def complete(
+        self,
+        runner: Runner,
+        batch: Batch,
+        result: list[Output] | BatchFailure,
+        run_seconds: float | None = None,
+    ) -> None:
+        """An executor finished `batch` (called on the loop from the executor thread).
+
+        `run_seconds` is how long the executor ran it, as it measured (else the loop's time
+        from handing it over to now, which adds the thread's wake-up and the loop's lag)."""
         flights = self._flights.get(runner)
         if not flights or flights[0].batch is not batch:
             # the batch timed out and was already answered; the executor was replaced
             runner.stop()
             return
         flight = flights.popleft()
+        run = run_seconds
         if flight.started is not None:
             seconds = time.monotonic() - flight.started
-            average = self._batch_seconds
-            self._batch_seconds = seconds if not average else 0.8 * average + 0.2 * seconds
             if self._on_done is not None:
                 self._on_done(seconds)
+            run = seconds if run is None else run
+        if run is not None:
+            average = self._batch_seconds
+            self._batch_seconds = run if not average else 0.8 * average + 0.2 * run
         self._in_flight -= len(batch)
         if isinstance(result, BatchFailure):
             error = InternalError(result.message, status=result.status)

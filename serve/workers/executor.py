@@ -42,7 +42,7 @@ class Executor:
         budget: ThreadBudget,
         loop: asyncio.AbstractEventLoop,
         on_loaded: Callable[[Executor, BaseException | None], None],
-        on_complete: Callable[[Executor, Batch, Result], None],
+        on_complete: Callable[[Executor, Batch, Result, float | None], None],
         on_exit: Callable[[Executor], None],
     ) -> None:
         self.id = worker_id
@@ -134,13 +134,15 @@ class Executor:
                 torch.set_num_threads(threads)
             live = _unanswered(batch)
             result: Result = []
+            seconds = None  # none of it ran: its requests were answered while it waited
             if live:
                 started = time.perf_counter()
                 result = self._predict(service, stream, live)
-                policy.observe(time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                policy.observe(seconds)
             if live is not batch:
                 result = _spread(batch, live, result)
-            self._post(self._on_complete, self, batch, result)
+            self._post(self._on_complete, self, batch, result, seconds)
 
     def _predict(self, service: Service, stream: Any, batch: Batch) -> Result:
         def intermediate(idx: int, output: Output) -> None:

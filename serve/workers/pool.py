@@ -142,8 +142,10 @@ class Pool:
             self._batcher.add(executor)  # a retired one is stopped here
         self._changed.set()
 
-    def _complete(self, executor: Executor, batch: Batch, result: Result) -> None:
-        self._batcher.complete(executor, batch, result)
+    def _complete(
+        self, executor: Executor, batch: Batch, result: Result, seconds: float | None
+    ) -> None:
+        self._batcher.complete(executor, batch, result, seconds)
 
     def _exited(self, executor: Executor) -> None:
         if executor in self.executors:
