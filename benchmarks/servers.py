@@ -171,9 +171,16 @@ class Server:
             raise RuntimeError(f"{self.label}: scaling {model} failed: {status} {body}")
 
     def unregister(self, model: str) -> None:
-        status, body = http("DELETE", f"{self.management}/models/{model}")
-        if status != 200:
-            raise RuntimeError(f"{self.label}: unregistering {model} failed: {status} {body}")
+        # TorchServe 0.12 sometimes answers 500 ConcurrentModificationException while its
+        # workers are still winding down after a run; the same call a moment later succeeds
+        for attempt in range(5):
+            status, body = http("DELETE", f"{self.management}/models/{model}")
+            if status == 200:
+                return
+            if status != 500 or attempt == 4:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        raise RuntimeError(f"{self.label}: unregistering {model} failed: {status} {body}")
 
 
 class Ours(Server):
