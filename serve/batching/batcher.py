@@ -106,7 +106,7 @@ class Batcher:
         self._extra = 0  # items beyond one per pending request (0 unless multi-item requests)
         self._batch_seconds = 0.0  # moving average of a batch's run time (0: none finished yet)
         self._idle: deque[Runner] = deque()
-        self._flights: dict[Runner, deque[Flight]] = {}  # running first, then at most one queued
+        self._flights: dict[Runner, deque[Flight]] = {}  # running first, then those waiting
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
