@@ -3,10 +3,14 @@ JSON, never a key. Lines are read from the server's log after it stopped (which 
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
+from serve.access_log import AccessLog
 from tests import handlers_src as src
 from tests.grpc_server import grpcio_stubs
 from tests.support import Server, model_folder, server_config
@@ -63,6 +68,14 @@ def send(
             return response.status, len(response.read())
     except urllib.error.HTTPError as error:
         return error.code, len(error.read())
+
+
+def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Re-check `condition` (reading the server's log) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.02)
 
 
 def keys(server: Server) -> dict[str, str]:
@@ -206,3 +219,44 @@ def test_access_log_off(tmp_path: Path, pb: Any) -> None:
     assert "serve.access" not in log
     assert not json_lines(log)
     assert "Server stopped" in log
+
+
+def test_every_line_of_a_burst_is_written_while_serving_and_at_stop(tmp_path: Path) -> None:
+    """Concurrent requests from many threads: each gets its one line (the writer gathers lines
+    in windows; none is lost between windows or at stop), and lines reach the log while the
+    server still runs, not only when it stops."""
+    server = _server(tmp_path)
+    infer = {"Authorization": f"Bearer {keys(server)['inference']}"}
+    url = server.inference + "/predictions/echo"
+    try:
+        first = {**infer, "x-request-id": "burst-first"}
+        assert send(url, method="POST", body=b"x", headers=first)[0] == 200
+        until(lambda: "burst-first" in server.log())  # written while serving
+
+        def one(i: int) -> int:
+            headers = {**infer, "x-request-id": f"burst-{i}"}
+            return send(url, method="POST", body=b"x", headers=headers)[0]
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(one, range(300)))
+        assert statuses == [200] * 300
+    finally:
+        assert server.stop() == 0
+    ids = [line.request_id for line in text_lines(server.log())]
+    assert sorted(i for i in ids if i.startswith("burst-") and i != "burst-first") == sorted(
+        f"burst-{i}" for i in range(300)
+    )
+    assert ids.count("burst-first") == 1
+
+
+def test_stop_writes_the_lines_of_the_window_still_gathering() -> None:
+    """The writer gathers for GATHER_SECONDS; `stop` right after a burst still writes every
+    line, each once, in order (the server stops its access log last, after the listeners)."""
+    stream = io.StringIO()
+    log = AccessLog(json_format=False, stream=stream)
+    log.start()
+    for i in range(1000):
+        log.emit(log.line("127.0.0.1", "POST", "/predictions/m", 200, 10, 0.001, f"id-{i}"))
+    log.stop()
+    written = [line.request_id for line in text_lines(stream.getvalue())]
+    assert written == [f"id-{i}" for i in range(1000)]
