@@ -18,20 +18,20 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from benchmarks import procfs
 from benchmarks.archives import build_archive
 from benchmarks.loadgen import wait_http
-from benchmarks.payloads import make_payloads
+from benchmarks.payloads import Payload, make_payloads
+from benchmarks.runner import warm_up
 from benchmarks.servers import Ours
 
 MODEL = "resnet18"
 PAYLOAD = "raw-64"
 MB = 2**20
+WARM_SECONDS = 2.0  # the harness's memory step warms up 2-5 s
 
 FLOOR = """
 import json, sys, time
@@ -63,35 +63,20 @@ def floor(model_file: Path) -> dict[str, float]:
     return marks
 
 
-def _send(url: str, body: bytes, clients: int, each: int) -> None:
-    def client() -> None:
-        for _ in range(each):
-            request = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "application/octet-stream"}
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                response.read()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    time.sleep(0.5)  # as the memory step: let the last batches finish
-
-
-def ours(store: Path, body: bytes) -> dict[str, float]:
-    """One fresh server: seconds to the first 200, RSS with one and with two executors."""
+def ours(store: Path, payload: Payload) -> dict[str, float]:
+    """One fresh server: seconds to the first 200, RSS with one and with two executors (warmed
+    up as the harness's memory step does)."""
     server = Ours(store)
     server.launch(preload=MODEL)
     try:
         url = server.predictions_url(MODEL)
-        ready = wait_http(url, 180.0, body=body, content_type="application/octet-stream")
+        body = payload.path.read_bytes()
+        ready = wait_http(url, 180.0, body=body, content_type=payload.content_type)
         figures = {"first_answer_s": ready - server.started_at}
-        _send(url, body, 8, 25)
+        warm_up(server, MODEL, payload, WARM_SECONDS, 8, "auto")
         figures["one_executor_mb"] = procfs.usage(server.measured_pids()).rss / MB
         server.scale(MODEL, 2)
-        _send(url, body, 16, 13)
+        warm_up(server, MODEL, payload, WARM_SECONDS, 16, "auto")
         figures["two_executors_mb"] = procfs.usage(server.measured_pids()).rss / MB
         return figures
     finally:
@@ -111,14 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     store, models = args.work / "store", args.work / "models"
     if not (store / f"{MODEL}.mar").exists():
         build_archive(MODEL, store, models)
-    payload = args.work / "payloads" / f"{PAYLOAD}.bin"
-    if not payload.exists():
-        make_payloads(args.work / "payloads")
-    body = payload.read_bytes()
+    payload = make_payloads(args.work / "payloads")[PAYLOAD]
     runs = []
     for index in range(args.runs):
         run = {f"floor_{k}": v for k, v in floor(models / f"{MODEL}.pt").items()}
-        run.update({f"ours_{k}": v for k, v in ours(store, body).items()})
+        run.update({f"ours_{k}": v for k, v in ours(store, payload).items()})
         runs.append(run)
         print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in run.items()), flush=True)
     medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}

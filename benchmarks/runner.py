@@ -455,23 +455,26 @@ def _cold_start(
     return {"server": name, "model": model, "seconds": seconds}
 
 
+def warm_up(
+    server: Server, model: str, payload: Payload, seconds: float, concurrency: int, tool: str
+) -> None:
+    """Closed-loop load for `seconds` before a memory reading, then let the last batches end."""
+    spec = LoadSpec(
+        url=server.predictions_url(model),
+        payload=payload,
+        duration=seconds,
+        warmup=0,
+        concurrency=concurrency,
+    )
+    run_point(spec, pick_tool(tool, spec))
+    time.sleep(0.5)
+
+
 def _memory(server: Server, model: str, payload: Payload, options: Options) -> dict[str, Any]:
     """RSS after a warm-up with one executor (worker), and for ours with two."""
     warm = min(max(options.warmup, 2.0), 5.0)
-
-    def warm_up(concurrency: int) -> None:
-        spec = LoadSpec(
-            url=server.predictions_url(model),
-            payload=payload,
-            duration=warm,
-            warmup=0,
-            concurrency=concurrency,
-        )
-        run_point(spec, pick_tool(options.load_tool, spec))
-        time.sleep(0.5)
-
     figures: dict[str, Any] = {"model": model, "weights_mb": parameter_bytes(model) / MB}
-    warm_up(8)
+    warm_up(server, model, payload, warm, 8, options.load_tool)
     pids = server.measured_pids()
     figures["one_executor_mb"] = procfs.usage(pids).rss / MB
     if server.name == "torchserve":
@@ -480,7 +483,7 @@ def _memory(server: Server, model: str, payload: Payload, options: Options) -> d
         figures["workers_mb"] = sum(procfs.rss_bytes(p) for p in pids[1:]) / MB
         return figures
     server.scale(model, 2)
-    warm_up(16)
+    warm_up(server, model, payload, warm, 16, options.load_tool)
     figures["two_executors_mb"] = procfs.usage(server.measured_pids()).rss / MB
     figures["second_executor_adds_mb"] = figures["two_executors_mb"] - figures["one_executor_mb"]
     return figures
