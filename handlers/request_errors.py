@@ -2,8 +2,10 @@
 
 `preprocess` calls `reject(idx, reason)` for a request it cannot use and leaves it out of the
 batch; the others run through the model in one forward pass. `handle` then puts a 400 answer
-(`{"code", "type", "message"}`, the message naming the request) at each rejected index, with
-`context.set_response_status(400, ..., idx)`, so batch-mates are answered normally.
+(`{"code", "type", "message"}`) at each rejected index, with
+`context.set_response_status(400, ..., idx)`, so batch-mates are answered normally. The message
+names the request only when the batch holds several (its index and id), and the item only
+when the request holds several (KServe v1 instances, OIP inputs).
 """
 
 from __future__ import annotations
@@ -60,6 +62,36 @@ def input_of(row: Any) -> Any:
     return value if value is not None else row.get("body")
 
 
+IMAGE_HINT = (
+    "send the image as the request body (curl -T file.png URL) or as the form field data "
+    '(curl -F data=@file.png URL); over KServe v1 as {"instances": [{"data": "<base64>"}]}, '
+    'over OIP v2 as a BYTES input whose data is ["<base64>"]'
+)
+TEXT_HINT = (
+    "send the text as the request body (curl -T file.txt URL) or as the form field data "
+    '(curl -F data=@file.txt URL); over KServe v1 as {"instances": [{"data": "<text>"}]}'
+)
+
+
+def require_input(row: Any, hint: str, context: Context | None, idx: int) -> Any:
+    """Request idx's payload (see input_of), or an InputError saying what arrived and `hint`."""
+    value = input_of(row)
+    if value is not None:
+        return value
+    if isinstance(row, dict) and row:
+        has_batch = context is not None and context.request_processor is not None
+        headers = context.get_all_request_header(idx) if context and has_batch else {}
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        kind = f" ({str(content_type).split(';')[0].strip()})" if content_type else ""
+        fields = ", ".join(repr(str(k)) for k in row)
+        arrived = f"the request{kind} has the field(s) {fields}"
+    elif isinstance(row, dict):
+        arrived = "the request is empty"
+    else:
+        arrived = f"the input is a {type(row).__name__}, not an object with 'data'"
+    raise InputError(f"no 'data' or 'body' input: {arrived}; {hint}")
+
+
 def merge_request_errors(
     outputs: list[Any], size: int, errors: dict[int, str], context: Context
 ) -> list[Any]:
@@ -72,13 +104,22 @@ def merge_request_errors(
         )
     accepted = iter(outputs)
     results: list[Any] = []
+    ids = [context.get_request_id(idx) for idx in range(size)]
     for idx in range(size):
         reason = errors.get(idx)
         if reason is None:
             results.append(next(accepted))
             continue
-        request_id = context.get_request_id(idx)
-        message = f"Bad input in request {idx} of the batch (request id {request_id}): {reason}"
+        message = f"Bad input{_where(idx, ids)}: {reason}"
         context.set_response_status(400, "Bad Request", idx)
         results.append({"code": 400, "type": "BadRequestException", "message": message})
     return results
+
+
+def _where(idx: int, ids: list[str | None]) -> str:
+    """Which request (when the batch holds several) and item (when the request holds several)."""
+    own = [i for i, rid in enumerate(ids) if rid == ids[idx]]
+    item = f" (item {own.index(idx)} of {len(own)})" if len(own) > 1 else ""
+    if len(set(ids)) == 1:
+        return item
+    return f" in request {idx} of the batch (request id {ids[idx]}){item}"

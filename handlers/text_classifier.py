@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from handlers.context import Context
-from handlers.request_errors import InputError, PerRequestHandler, input_of
+from handlers.request_errors import TEXT_HINT, InputError, PerRequestHandler, require_input
 from handlers.util import handler_section, map_class_to_label
 
 VOCAB_FILES = ("source_vocab.pt", "vocab.json", "vocab.txt")
@@ -67,7 +67,7 @@ class TextClassifier(PerRequestHandler):
         offsets: list[int] = []
         for idx, row in enumerate(data):
             try:
-                text = _text(input_of(row))
+                text = _text(require_input(row, TEXT_HINT, self.context, idx))
             except InputError as exc:
                 self.reject(idx, str(exc))
                 continue
@@ -156,6 +156,4 @@ def _text(value: Any) -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"the text is not valid UTF-8: {exc}") from None
-    if value is None:
-        raise InputError("no 'data' or 'body' input")
     raise InputError(f"expected text, got {type(value).__name__}")

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from handlers.context import Context
-from handlers.request_errors import InputError, PerRequestHandler, input_of
+from handlers.request_errors import IMAGE_HINT, InputError, PerRequestHandler, require_input
 from handlers.util import handler_section
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,7 +101,7 @@ class ImageSettings:
 def decode_image(value: Any) -> Image.Image | torch.Tensor:
     """A request payload as a Pillow image, or as a tensor when it is a nested list."""
     if value is None:
-        raise InputError("no 'data' or 'body' input")
+        raise InputError(f"no 'data' or 'body' input; {IMAGE_HINT}")
     if isinstance(value, str):
         value = _from_base64(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -165,7 +165,8 @@ class VisionHandler(PerRequestHandler):
         images: list[torch.Tensor] = []
         for idx, row in enumerate(data):
             try:
-                images.append(self.load_image(input_of(row)))
+                value = require_input(row, IMAGE_HINT, self.context, idx)
+                images.append(self.load_image(value))
             except InputError as exc:
                 self.reject(idx, str(exc))
         return images

@@ -55,13 +55,19 @@ class Signature:
 
 @dataclass(frozen=True, slots=True)
 class WireTensor:
-    """One tensor as it travels: little-endian raw bytes, or for BYTES a list of elements."""
+    """One tensor as it travels: little-endian raw bytes, or for BYTES a list of elements.
+
+    `json_elements[i]` is true where BYTES element i is the JSON text of a handler's value that
+    is not a string (a dict, say): REST's JSON answer renders the value itself, as TorchServe's
+    kservev2 envelope does; binary and gRPC answers carry the text. Empty: none is.
+    """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
     data: bytes | bytearray | memoryview | list[bytes]
     parameters: dict[str, Any] = field(default_factory=dict)
+    json_elements: tuple[bool, ...] = ()
 
     @property
     def rows(self) -> int:

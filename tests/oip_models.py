@@ -74,8 +74,9 @@ KIND_TENSORS: dict[str, tuple[np.ndarray, str]] = {
     "words": (np.array([b"hello", b"ab"], dtype=np.object_), "BYTES"),
 }
 
-# A TorchServe-style handler seeing what the kservev2 envelope hands it: one nested list per
-# input; it answers the sum of each (negated when asked to explain).
+# A TorchServe-style handler reading what the envelopes hand it: per v2 input a dict whose
+# "data" is a nested list (kservev2), per v1 instance the instance itself (kserve); it answers
+# the sum of each (negated when asked to explain).
 SUMS = """
     import os
     import time
@@ -91,7 +92,28 @@ SUMS = """
             return sum(total(v) for v in value) if isinstance(value, list) else value
 
         sign = -1 if context.get_request_header(0, "explain") == "True" else 1
-        return [[sign * total(item)] for item in data]
+        rows = [row["data"] if isinstance(row, dict) else row for row in data]
+        return [[sign * total(row)] for row in rows]
+"""
+
+# A TorchServe-style handler answering, per input, a dict of what it was handed (as TorchServe
+# 0.12's VisionHandler reads it: row["data"]); a str input of "fail" fails its request the way
+# TorchServe handlers do, with a 400 status and an error dict.
+ECHO = """
+    def handle(data, context):
+        if data is None:
+            return None
+        answers = []
+        for idx, row in enumerate(data):
+            if row["data"] == "fail":
+                context.set_response_status(400, "Bad Request", idx)
+                answers.append({"code": 400, "type": "BadRequest", "message": "fail was sent"})
+                continue
+            value = row["data"]
+            kind = type(value).__name__
+            answers.append({"keys": sorted(row), "shape": row["shape"], "type": kind,
+                            "data": value if kind != "bytes" else len(value)})
+        return answers
 """
 
 # A tensor handler without declarations that answers one row whatever it is given.
@@ -111,7 +133,7 @@ VERSION = """
         return [[float(context.manifest["model"]["modelVersion"])] for _ in data]
 """
 
-LOADED = ["scale", "kinds", "sums", "ver1", "ver2", "onerow"]
+LOADED = ["scale", "kinds", "sums", "echo", "ver1", "ver2", "onerow"]
 
 
 def start(root: Path, max_request_size: int = 65536) -> Server:
@@ -121,6 +143,7 @@ def start(root: Path, max_request_size: int = 65536) -> Server:
     model_folder(store, "scale", SCALE)
     model_folder(store, "kinds", KINDS, model_config=KINDS_CONFIG)
     model_folder(store, "sums", SUMS)
+    model_folder(store, "echo", ECHO)
     model_folder(store, "onerow", ONE_ROW)
     model_folder(store, "ver1", VERSION, name="ver", version="1.0")
     model_folder(store, "ver2", VERSION, name="ver", version="2.0")

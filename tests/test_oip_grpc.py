@@ -4,6 +4,7 @@ the two packages register the same protobuf symbols and cannot share a process.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -79,6 +80,31 @@ def test_triton_torchserve_handler_as_the_kservev2_envelope(
     a = triton_input("a", np.array([[1, 2], [3, 4]], np.int32), "INT32")
     result = client.infer("sums", [a])
     assert result.as_numpy("a").tolist() == [10]
+
+
+def test_triton_dict_answers_are_json_text(client: triton.InferenceServerClient) -> None:
+    # gRPC carries BYTES as bytes: a dict answer (REST: the JSON object) is its JSON text
+    img = triton_input("img", np.array([b"aGk="], dtype=np.object_), "BYTES")
+    result = client.infer("echo", [img])
+    output = result.get_output("img")
+    assert (output.datatype, list(output.shape)) == ("BYTES", [1])
+    (answer,) = result.as_numpy("img").tolist()
+    assert json.loads(answer) == {
+        "keys": ["data", "datatype", "name", "shape"],
+        "shape": [1],
+        "type": "str",
+        "data": "aGk=",
+    }
+
+
+def test_triton_a_request_the_handler_fails_is_invalid_argument(
+    client: triton.InferenceServerClient,
+) -> None:
+    img = triton_input("img", np.array([b"fail"], dtype=np.object_), "BYTES")
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("echo", [img])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert caught.value.message() == "fail was sent"
 
 
 @pytest.mark.parametrize(

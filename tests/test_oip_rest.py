@@ -203,6 +203,58 @@ def test_torchserve_handler_sees_the_kservev2_envelope(server: Server) -> None:
     ]
 
 
+def test_torchserve_handler_gets_input_dicts_and_dict_answers_are_json(server: Server) -> None:
+    request = {
+        "inputs": [
+            {"name": "img", "datatype": "BYTES", "shape": [1], "data": ["aGk="]},
+            {"name": "m", "datatype": "FP32", "shape": [2, 1], "data": [1.5, 2.5]},
+        ],
+    }
+    status, body = infer_json(server, "echo", request)
+    assert status == 200, body
+    # TorchServe 0.12 (kservev2.py): each input is the request's own input object, BYTES data
+    # is data[0], other data np.array(data).reshape(shape).tolist(); a dict answer becomes
+    # np.array(answer).flatten(): an object array of shape (1,), datatype BYTES, the dict
+    # itself in "data" (json.dumps of the response), named after its input.
+    assert body["outputs"] == [
+        {
+            "name": "img",
+            "datatype": "BYTES",
+            "shape": [1],
+            "data": [{"keys": ["data", "datatype", "name", "shape"], "shape": [1],
+                      "type": "str", "data": "aGk="}],
+        },
+        {
+            "name": "m",
+            "datatype": "BYTES",
+            "shape": [1],
+            "data": [{"keys": ["data", "datatype", "name", "shape"], "shape": [2, 1],
+                      "type": "list", "data": [[1.5], [2.5]]}],
+        },
+    ]  # fmt: skip
+
+
+def test_binary_bytes_input_reaches_the_handler_as_bytes(server: Server) -> None:
+    png = b"\x89PNG\r\n\x1a\n\xff"  # not UTF-8, so no str can hold it
+    header = json.dumps(
+        {"inputs": [{"name": "img", "datatype": "BYTES", "shape": [1],
+                     "parameters": {"binary_data_size": 4 + len(png)}}]}
+    ).encode()  # fmt: skip
+    element = struct.pack("<I", len(png)) + png
+    status, reply = infer(
+        server, "/v2/models/echo/infer", header + element, {HEADER: str(len(header))}
+    )
+    assert status == 200, reply
+    answer = json.loads(reply)["outputs"][0]["data"][0]
+    assert (answer["type"], answer["data"]) == ("bytes", len(png))
+
+
+def test_a_request_the_handler_fails_is_a_400_with_its_message(server: Server) -> None:
+    request = {"inputs": [{"name": "img", "datatype": "BYTES", "shape": [1], "data": ["fail"]}]}
+    status, body = infer_json(server, "echo", request)
+    assert (status, body) == (400, {"error": "fail was sent"})
+
+
 def test_explain_sets_the_handlers_explain_header(server: Server) -> None:
     request = {"inputs": [{"name": "a", "datatype": "INT32", "shape": [2], "data": [1, 2]}]}
     status, reply = infer(server, "/v2/models/sums/versions/1.0/explain", request)

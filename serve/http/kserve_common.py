@@ -50,12 +50,23 @@ def oip_errors(handler: Handler) -> Handler:
     return guarded
 
 
-def parse_json(body: bytes | bytearray | memoryview, what: str) -> dict[str, Any]:
-    """A JSON object body, or a 400 saying what is wrong with it."""
+def parse_json(body: bytes | bytearray | memoryview, what: str, hint: str = "") -> dict[str, Any]:
+    """A JSON object body, or a 400 saying what is wrong with it (and `hint`: what to send)."""
+    advice = f"; {hint}" if hint else ""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+        if not _is_utf8(body):  # orjson would say "surrogates not allowed"
+            raise BadRequest(f"{what} must be JSON, and is not even UTF-8 text{advice}") from None
+        raise BadRequest(f"{what} is not valid JSON: {exc}{advice}") from None
     if not isinstance(value, dict):
-        raise BadRequest(f"{what} must be a JSON object")
+        raise BadRequest(f"{what} must be a JSON object{advice}")
     return value
+
+
+def _is_utf8(body: bytes | bytearray | memoryview) -> bool:
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

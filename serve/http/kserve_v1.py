@@ -25,6 +25,12 @@ from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
 from serve.models.predict import chunks, predict
 
+# TorchServe's handlers read an instance's "data" (its VisionHandler base64-decodes a string).
+V1_HINT = (
+    'send JSON {"instances": [...]}, one entry per input; an image as '
+    '{"instances": [{"data": "<base64 of the file>"}]}'
+)
+
 
 def routes() -> list[web.RouteDef]:
     """KServe v1 routes of the inference app."""
@@ -65,10 +71,11 @@ async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
     try:
         client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
         deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
-        body = parse_json(await read_body(request, config.max_request_size), "The body")
+        raw = await read_body(request, config.max_request_size)
+        body = parse_json(raw, "The body", V1_HINT)
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
-            raise BadRequest('The body must hold "instances": a non-empty list')
+            raise BadRequest(f'The body must hold "instances": a non-empty list; {V1_HINT}')
         rid = request_id_of(request)
         headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
         job = InferenceRequest(

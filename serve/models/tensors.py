@@ -13,6 +13,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import orjson
+
 from handlers.wire import DATATYPE_SIZES, Signature, TensorSpec, WireTensor
 from serve.errors import BadRequest, InvalidModel
 
@@ -132,9 +134,15 @@ def raw_bytes(tensor: WireTensor) -> bytes | bytearray | memoryview:
 
 
 def json_data(tensor: WireTensor) -> list[Any]:
-    """A tensor's flat JSON data (BYTES elements as UTF-8 text)."""
+    """A tensor's flat JSON data (BYTES elements as UTF-8 text, or JSON values where flagged)."""
     if tensor.datatype == "BYTES":
-        return [e.decode("utf-8", errors="replace") for e in cast(list[bytes], tensor.data)]
+        elements = cast(list[bytes], tensor.data)
+        if tensor.json_elements:
+            return [
+                orjson.Fragment(e) if as_json else e.decode("utf-8", errors="replace")
+                for e, as_json in zip(elements, tensor.json_elements, strict=True)
+            ]
+        return [e.decode("utf-8", errors="replace") for e in elements]
     data = cast(bytes, tensor.data)
     size = DATATYPE_SIZES[tensor.datatype] or 1
     return list(struct.unpack(f"<{len(data) // size}{STRUCT_CODES[tensor.datatype]}", data))
