@@ -1,4 +1,6 @@
-"""The bundled digits model end to end: trained and archived as `make run` does, then served.
+"""The bundled digits model end to end: trained and archived as `make run` does, then served
+over TorchServe's REST API, KServe v1 and the Open Inference Protocol (REST and gRPC), input
+errors answered as each protocol answers errors.
 
 Also: every --archive-format of our archiver, and the real torch-model-archiver's .mar of the
 same files, load and serve in our server.
@@ -6,7 +8,9 @@ same files, load and serve in our server.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import aiohttp
+import numpy as np
 import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
 
 from serve.config import load_config
 from tests.server_process import ServerProcess, concurrently, request, running_server
@@ -116,3 +124,91 @@ def test_repo_serve_yaml_loads_the_bundled_model() -> None:
         config.metrics_address.port,
     ]
     assert ports == [8080, 8081, 8082]
+
+
+def sample_b64() -> str:
+    return base64.b64encode((EXAMPLE / "sample_7.png").read_bytes()).decode()
+
+
+def test_digits_over_kserve_v1_with_base64(server: ServerProcess) -> None:
+    body = {"instances": [{"data": sample_b64()}]}
+    reply = request("POST", f"{server.inference}/v1/models/digits:predict", json=body)
+    assert reply.status == 200, reply.body
+    (top3,) = reply.body["predictions"]
+    assert next(iter(top3)) == "7"
+    assert len(top3) == 3
+
+
+def test_digits_over_oip_rest_with_a_bytes_input(server: ServerProcess) -> None:
+    body = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [sample_b64()]}]
+    }
+    reply = request("POST", f"{server.inference}/v2/models/digits/infer", json=body)
+    assert reply.status == 200, reply.body
+    (output,) = reply.body["outputs"]
+    # TorchServe 0.12's kservev2 envelope: named after the input, the top-k dict flattened
+    # into a BYTES tensor of shape [1] whose one element is the dict itself
+    assert (output["name"], output["datatype"], output["shape"]) == ("image", "BYTES", [1])
+    (top3,) = output["data"]
+    assert next(iter(top3)) == "7"
+    assert len(top3) == 3
+
+
+def test_digits_over_oip_grpc_with_raw_png_bytes(server: ServerProcess) -> None:
+    png = (EXAMPLE / "sample_7.png").read_bytes()
+    image = triton.InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([png], dtype=np.object_))
+    with triton.InferenceServerClient(server.grpc_inference) as client:
+        result = client.infer("digits", [image])
+        (answer,) = result.as_numpy("image").tolist()
+        top3 = json.loads(answer)
+        assert next(iter(top3)) == "7"
+        assert len(top3) == 3
+        not_an_image = triton.InferInput("image", [1], "BYTES")
+        not_an_image.set_data_from_numpy(np.array([b"\xff\x00 not a png"], dtype=np.object_))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("digits", [not_an_image])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert caught.value.message() == (
+        "Bad input: not a decodable image (no image format Pillow knows)"
+    )
+
+
+def test_a_bad_image_over_oip_rest_is_a_400_with_the_reason(server: ServerProcess) -> None:
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}
+    reply = request("POST", f"{server.inference}/v2/models/digits/infer", json=body)
+    assert reply.status == 400
+    assert list(reply.body) == ["error"]
+    assert reply.body["error"].startswith("Bad input: the string is not valid base64")
+
+
+def test_a_bad_image_over_kserve_v1_is_one_json_error(server: ServerProcess) -> None:
+    body = {"instances": [{"data": "%%%"}]}
+    reply = request("POST", f"{server.inference}/v1/models/digits:predict", json=body)
+    assert reply.status == 400
+    assert list(reply.body) == ["error"]
+    assert reply.body["error"].startswith("Bad input: the string is not valid base64")
+
+
+def test_a_png_posted_to_kserve_v1_says_to_send_json_instances(server: ServerProcess) -> None:
+    png = (EXAMPLE / "sample_7.png").read_bytes()
+    reply = request("POST", f"{server.inference}/v1/models/digits:predict", data=png)
+    assert reply.status == 400
+    message = reply.body["error"]
+    assert "must be JSON" in message
+    assert '{"instances": [{"data": "<base64 of the file>"}]}' in message
+    assert "surrogates" not in message
+
+
+def test_a_wrong_form_field_says_what_arrived_and_how_to_send(server: ServerProcess) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", (EXAMPLE / "sample_7.png").read_bytes(), filename="x.png")
+    reply = request("POST", f"{server.inference}/predictions/digits", data=form)
+    assert reply.status == 400
+    message = reply.body["message"]
+    assert "batch" not in message
+    assert message.startswith(
+        "Bad input: no 'data' or 'body' input: the request (multipart/form-data) has the "
+        "field(s) 'file'; send the image as the request body (curl -T file.png URL) or as "
+        "the form field data (curl -F data=@file.png URL)"
+    )
