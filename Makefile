@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# --ncs: serve.yaml's models, whatever config snapshots (logs/config) an earlier run left
 run: install model_store/digits.mar
 	@echo
 	@echo "Serving the digits model (examples/digits). Once it is ready, try from another shell:"
 	@echo "  curl -X POST http://127.0.0.1:8080/predictions/digits -T examples/digits/sample_7.png"
 	@echo
-	$(PY) -m serve --config serve.yaml
+	$(PY) -m serve --config serve.yaml --ncs
 
 # The bundled example: train the digits CNN (a few seconds, no download) and archive it with
 # our archiver. Rebuilt only when its sources change.

@@ -159,9 +159,10 @@ def _restore_snapshot(config: Config) -> Config:
     count = sum(len(versions) for versions in found.models.values())
     logging.getLogger("serve").info(
         "Restoring %d model version(s) from config snapshot %s (load_models is not used; "
-        "start with --ncs to ignore snapshots)",
+        "--ncs ignores snapshots, deleting %s starts clean)",
         count,
         found.path,
+        folder,
     )
     return dataclasses.replace(config, model_snapshot=found.models, load_models=())
 

@@ -31,7 +31,9 @@ from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
-from serve.restore import restore
+from serve.models.version import ModelVersion
+from serve.ports import bind_error
+from serve.restore import Restore, restore
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.traffic_snapshot import restore_traffic, traffic_fields
 from serve.workers.devices import visible_gpu_count
@@ -47,13 +49,9 @@ _ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     """The models to load at start, each with the config key that named it."""
     entries: list[tuple[str, RegisterParams]] = []
-    if not config.load_models or config.model_snapshot:  # a snapshot replaces load_models
+    store = _checked_store(config)
+    if store is None or config.model_snapshot:  # a snapshot replaces load_models
         return entries
-    store = config.model_store
-    if store is None:
-        raise ConfigError("model_store", "is required when load_models is set")
-    if not store.is_dir():
-        raise ConfigError("model_store", f"{store} is not a folder")
     for index, item in enumerate(config.load_models):
         key = f"load_models[{index}]"
         if item == "all":
@@ -70,9 +68,31 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
     return entries
 
 
+def _checked_store(config: Config) -> Path | None:
+    """The model store, checked before anything loads; None when there is nothing to load.
+
+    A snapshot's versions need it as much as load_models do: restoring them from a mistyped
+    store would start a server with no models and save that as the newest snapshot.
+    """
+    store = config.model_store
+    wanted = config.model_snapshot or config.load_models
+    if store is None:
+        if not wanted:
+            return None
+        if config.model_snapshot:
+            raise ConfigError("model_store", "is required to restore the config snapshot's models")
+        raise ConfigError("model_store", "is required when load_models is set")
+    if not store.is_dir():
+        what = "does not exist" if not store.exists() else "is not a folder"
+        raise ConfigError("model_store", f"{store} {what}")
+    return store if config.load_models else None
+
+
 def _startup(url: str, name: str | None = None) -> RegisterParams:
-    # executors load in the background while the listeners come up
-    return RegisterParams(url=url, model_name=name, synchronous=False, loaded_at_startup=True)
+    # the executors start loading once every listener is bound (a port clash loads nothing)
+    return RegisterParams(
+        url=url, model_name=name, synchronous=False, loaded_at_startup=True, defer_workers=True
+    )
 
 
 def _all_archives(store: Path) -> list[str]:
@@ -106,12 +126,16 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
             stack.callback(access.stop)  # last out: writes the final lines
         stack.push_async_callback(registry.close)
         snapshots = _snapshots(stack, config, registry)
+        # archives are opened (a bad one is a ConfigError) before any port is bound, and the
+        # executors start loading only after every port is: a port clash loads nothing
+        deferred: list[ModelVersion] = []
         for key, params in startup:
             try:
-                await registry.register(params)
+                deferred.append((await registry.register(params)).version)
             except ServeError as exc:
                 raise ConfigError(key, f"cannot load {params.url}: {exc.message}") from exc
         restored = await restore(registry, config)
+        deferred += restored.versions
         if config.model_snapshot:  # its splits win over the config's, as its models do
             _restore_splits(registry, config)
         else:
@@ -121,19 +145,19 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
                 except ServeError as exc:
                     raise ConfigError(f"models.{name}.traffic", exc.message) from exc
         # the management port logs query strings (parameters); the others paths only
-        listeners: list[tuple[str, Address, Callable[..., web.Application], bool]] = [
-            ("Inference API", config.inference_address, inference_app, False),
-            ("Management API", config.management_address, management_app, True),
-            ("Metrics API", config.metrics_address, metrics_app, False),
+        listeners: list[tuple[str, str, Callable[..., web.Application], bool]] = [
+            ("Inference API", "inference_address", inference_app, False),
+            ("Management API", "management_address", management_app, True),
+            ("Metrics API", "metrics_address", metrics_app, False),
         ]
         if shares_api_port(config):
-            shared = ("Inference and Management API", config.inference_address, api_app, False)
+            shared = ("Inference and Management API", "inference_address", api_app, False)
             listeners[:2] = [shared]
         refuse: list[Callable[[], None]] = []
-        for label, address, build, query in listeners:
+        for label, key, build, query in listeners:
             app = build(config, registry, metrics, tokens)
             logged = None if access is None else access_logger(access, query)
-            bound, stop_accepting = await _listen(stack, app, address, logged)
+            bound, stop_accepting = await _listen(stack, app, key, getattr(config, key), logged)
             refuse.append(stop_accepting)
             logger.info("%s bound to http://%s", label, bound)
         grpc_bound, gates = await start_grpc(
@@ -146,10 +170,13 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         stack.callback(_call_all, refuse)
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
-        _install_signals(stop)
+        _install_signals(stop, registry)
+        if restored.failed:
+            _carry(snapshots, restored, config)
+        await registry.start_workers(deferred)
         if snapshots is not None:
             await snapshots.startup()
-        logger.info("Server started; %d model version(s) registered", len(startup) + restored)
+        logger.info("Server started; %d model version(s) registered", len(deferred))
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
@@ -207,6 +234,22 @@ def _restore_splits(registry: Registry, config: Config) -> None:
         )
 
 
+def _carry(snapshots: Snapshots | None, restored: Restore, config: Config) -> None:
+    """Keep the versions that failed to restore in this run's snapshots (never lose them)."""
+    if snapshots is None:
+        return
+    failed = ", ".join(f"{n}/{v} ({why})" for (n, v), why in restored.reasons.items())
+    snapshots.carry(restored.failed)
+    logger.warning(
+        "%d model version(s) of the config snapshot did not restore: %s. They are kept in "
+        "the snapshots this run writes, so a start after the cause is fixed restores them; "
+        "registering one again replaces it, and deleting %s starts clean",
+        len(restored.failed),
+        failed,
+        snapshot_folder(config),
+    )
+
+
 def _call_all(callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         callback()
@@ -215,10 +258,11 @@ def _call_all(callbacks: list[Callable[[], None]]) -> None:
 async def _listen(
     stack: AsyncExitStack,
     app: web.Application,
+    key: str,
     address: Address,
     logged: type[AbstractAccessLogger] | None,
 ) -> tuple[Address, Callable[[], None]]:
-    """Serve `app` on `address`; returns the bound address and a stop-accepting callback.
+    """Serve `app` on `address` (config `key`); returns it bound and a stop-accepting callback.
 
     `logged` (serve.http.access) writes the access log; None leaves it off."""
     runner = web.AppRunner(
@@ -235,7 +279,7 @@ async def _listen(
     try:
         await site.start()
     except OSError as exc:
-        raise ConfigError(str(address), f"cannot bind: {exc.strerror}") from exc
+        raise bind_error(key, address, exc) from exc
     server = site._server  # the asyncio listening server; closing it stops accepting only
     sockets = getattr(server, "sockets", None)
     port = sockets[0].getsockname()[1] if sockets else address.port
@@ -246,7 +290,7 @@ def _nothing() -> None:
     return None
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def _install_signals(stop: asyncio.Event, registry: Registry) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
@@ -254,6 +298,13 @@ def _install_signals(stop: asyncio.Event) -> None:
             logger.warning("Second signal: exiting now")
             os._exit(1)
         stop.set()
+        loading = registry.loading()
+        if loading:  # the wait can be long and silent otherwise
+            logger.warning(
+                "Stopping: waiting for %s to finish loading (executor initialize cannot be "
+                "interrupted); press Ctrl-C again to exit now",
+                ", ".join(loading),
+            )
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

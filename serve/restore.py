@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from serve.config import Config, SnapshotVersion
 from serve.errors import ServeError
@@ -31,7 +32,8 @@ def snapshot_models(config: Config) -> list[tuple[str, str, RegisterParams]]:
                 initial_workers=s.min_workers,
                 max_workers=s.max_workers,
                 response_timeout=s.response_timeout,
-                synchronous=False,  # executors load while the listeners come up
+                synchronous=False,
+                defer_workers=True,  # the executors load once the listeners are bound
                 loaded_at_startup=True,
                 make_default=bool(s.default_version),
             )
@@ -39,12 +41,22 @@ def snapshot_models(config: Config) -> list[tuple[str, str, RegisterParams]]:
     return entries
 
 
-async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHook] = ()) -> int:
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """What a restore registered (workers not started yet) and what it could not."""
+
+    versions: list[ModelVersion] = field(default_factory=list)
+    # (model, version) → its snapshot entry, for the versions that failed
+    failed: dict[tuple[str, str], SnapshotVersion] = field(default_factory=dict)
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHook] = ()) -> Restore:
     """Register the snapshot's versions; one that fails is logged and the others still load.
 
-    Returns how many were restored.
+    The workers are left to the caller (`Registry.start_workers`), once the listeners are up.
     """
-    restored = 0
+    outcome = Restore()
     for name, version, params in snapshot_models(config):
         try:
             result = await registry.register(params)
@@ -52,8 +64,10 @@ async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHoo
             logger.error(
                 "Cannot restore model %s/%s from %s: %s", name, version, params.url, exc.message
             )
+            outcome.failed[name, version] = config.model_snapshot[name][version]
+            outcome.reasons[name, version] = f"{params.url}: {exc.message}"
             continue
-        restored += 1
+        outcome.versions.append(result.version)
         if result.version.version != version:
             logger.warning(
                 "Restored model %s/%s from %s as version %s: the archive has changed",
@@ -64,4 +78,4 @@ async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHoo
             )
         for hook in hooks:
             hook(result.version, config.model_snapshot[name][version])
-    return restored
+    return outcome

@@ -103,6 +103,12 @@ class Snapshots:
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
         self._started = False
+        self._carried: dict[tuple[str, str], SnapshotVersion] = {}
+
+    def carry(self, failed: Mapping[tuple[str, str], SnapshotVersion]) -> None:
+        """Keep these (restore failed) versions in every snapshot written, so a start after
+        the cause is fixed restores them; one this run registers itself stops being carried."""
+        self._carried.update(failed)
 
     async def startup(self) -> None:
         """Save the state the server started with."""
@@ -137,7 +143,8 @@ class Snapshots:
             kind, self._wanted = self._wanted, None
             name = f"{self._stamp()}-{kind}.cfg"
             try:
-                text = render(self._config, self._registry, name, self._extra_fields)
+                self._drop_registered()
+                text = render(self._config, self._registry, name, self._extra_fields, self._carried)
                 await asyncio.to_thread(write, self._folder, name, text, self._keep)
             except Exception as exc:  # a snapshot must never fail a change or a shutdown
                 logger.error(
@@ -149,6 +156,12 @@ class Snapshots:
             else:
                 logger.debug("Config snapshot written: %s", self._folder / name)
 
+    def _drop_registered(self) -> None:
+        for name, version in list(self._carried):
+            model = self._registry.models.get(name)
+            if model is not None and version in model.versions:
+                del self._carried[name, version]
+
     def _stamp(self) -> str:
         ms = max(int(time.time() * 1000), self._last_ms + 1)  # unique, increasing names
         self._last_ms = ms
@@ -157,15 +170,27 @@ class Snapshots:
 
 
 def render(
-    config: Config, registry: Registry, name: str, extra_fields: Sequence[ExtraFields] = ()
+    config: Config,
+    registry: Registry,
+    name: str,
+    extra_fields: Sequence[ExtraFields] = (),
+    carried: Mapping[tuple[str, str], SnapshotVersion] | None = None,
 ) -> str:
-    """The snapshot file's text: the server's keys, then `model_snapshot`."""
+    """The snapshot file's text: the server's keys, then `model_snapshot`.
+
+    `carried` versions (not registered) are written as they were saved; beside registered
+    versions of their model they lose their default flag and extra fields (a split), which
+    belong to what is registered now.
+    """
     models: dict[str, dict[str, Any]] = {}
     for model_name, model in sorted(registry.models.items()):
         models[model_name] = {
             key: _version(version, key == model.default, extra_fields)
             for key, version in sorted(model.versions.items())
         }
+    for (model_name, key), saved in sorted((carried or {}).items()):
+        alone = model_name not in registry.models
+        models.setdefault(model_name, {}).setdefault(key, _saved_version(saved, alone))
     snapshot = {
         "name": name,
         "modelCount": sum(len(versions) for versions in models.values()),  # as TorchServe
@@ -196,6 +221,24 @@ def _version(
     for extra in extra_fields:
         fields_.update(extra(version.name, version.version))
     return fields_
+
+
+def _saved_version(saved: SnapshotVersion, alone: bool) -> dict[str, Any]:
+    fields_: dict[str, Any] = {"defaultVersion": bool(saved.settings.default_version) and alone}
+    fields_["marName"] = saved.mar_name
+    for key, camel in _CAMEL.items():
+        value = getattr(saved.settings, key)
+        if value is not None and key != "default_version":
+            fields_[camel] = list(value) if isinstance(value, tuple) else _saved_number(value)
+    fields_.setdefault("startupTimeout", int(STARTUP_TIMEOUT))
+    fields_["runtimeType"] = "python"
+    if alone:
+        fields_.update(saved.extra)
+    return fields_
+
+
+def _saved_number(value: Any) -> Any:
+    return _number(value) if isinstance(value, float) else value
 
 
 def server_properties(config: Config) -> list[tuple[str, str]]:

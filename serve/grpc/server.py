@@ -27,13 +27,14 @@ from grpclib.server import Server
 from serve.access_log import AccessLog
 from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_rpc
-from serve.config import Address, Config, ConfigError
+from serve.config import Address, Config
 from serve.grpc.errors import guarded
 from serve.grpc.inference import CALL_DEADLINE, InferenceService
 from serve.grpc.management import ManagementService
 from serve.grpc.oip import OipService
 from serve.grpc.transport import CoalescingServer
 from serve.models.registry import Registry
+from serve.ports import bind_error
 
 logger = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -185,16 +186,16 @@ async def start_grpc(
 
     Returns the bound addresses and the gates (closing a gate refuses new RPCs at once).
     """
-    services: list[tuple[str, Address, list[Servable], Kind]] = [
+    services: list[tuple[str, str, list[Servable], Kind]] = [
         (
             "gRPC Inference API",
-            config.grpc_inference_address,
+            "grpc_inference_address",
             [InferenceService(registry), OipService(registry)],
             "inference",
         ),
         (
             "gRPC Management API",
-            config.grpc_management_address,
+            "grpc_management_address",
             [ManagementService(config, registry)],
             "management",
         ),
@@ -202,23 +203,24 @@ async def start_grpc(
     started: list[tuple[Gate, Server]] = []
     stack.push_async_callback(_stop, started, grace)
     bound: list[tuple[str, Address]] = []
-    for label, address, servables, kind in services:
+    for label, key, servables, kind in services:
+        address: Address = getattr(config, key)
         gate = Gate(None if tokens is None else (tokens, kind), access)
         gated = [_Gated(service, gate) for service in servables]
         server = CoalescingServer(gated, codec=LimitedCodec(config.max_request_size))
-        sock = _bind(address)
+        sock = _bind(key, address)
         await server.start(sock=sock)
         started.append((gate, server))
         bound.append((label, Address(address.host, sock.getsockname()[1])))
     return bound, [gate for gate, _ in started]
 
 
-def _bind(address: Address) -> socket.socket:
+def _bind(key: str, address: Address) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
         return socket.create_server((address.host, address.port), family=family)
     except OSError as exc:
-        raise ConfigError(str(address), f"cannot bind: {exc.strerror}") from exc
+        raise bind_error(key, address, exc) from exc
 
 
 async def _stop(started: list[tuple[Gate, Server]], grace: float) -> None:

@@ -56,6 +56,8 @@ class RegisterParams:
     synchronous: bool = True
     startup_timeout: float = STARTUP_TIMEOUT
     loaded_at_startup: bool = False
+    # not synchronous, and the caller starts the workers (`start_workers`) when it is time
+    defer_workers: bool = False
     make_default: bool = False  # the new version becomes the one unversioned requests get
 
 
@@ -200,6 +202,8 @@ class Registry:
             workers,
             [("cpu" if d is None else d) for d in version.settings.devices],
         )
+        if params.defer_workers:
+            return Registered(version, workers, all_ready=False)
         if not params.synchronous:
             await version.scale(workers, version.max_workers, wait=None)
             return Registered(version, workers, all_ready=False)
@@ -380,6 +384,20 @@ class Registry:
         if found.archive.deps_dir is not None:
             remove_from_path(found.archive.deps_dir)
         logger.info("Unregistered %s", found.label)
+
+    async def start_workers(self, versions: list[ModelVersion]) -> None:
+        """Start the workers of versions registered with `defer_workers` (still registered)."""
+        for version in versions:
+            if self.holds(version):
+                await version.scale(version.min_workers, version.max_workers, wait=None)
+
+    def loading(self) -> list[str]:
+        """`name/version` of each version with an executor still loading its handler."""
+        return [
+            f"{v.name}/{v.version}"
+            for v in self._all()
+            if any(e.state == "LOADING" for e in v.pool.executors)
+        ]
 
     def _all(self) -> list[ModelVersion]:
         return [v for m in self.models.values() for v in m.versions.values()]
