@@ -17,11 +17,17 @@ install: $(STAMP)
 
 # torch is pinned to the exact CPU build first, so the project's own "torch" requirement
 # is already satisfied and pip never reaches for a multi-GB CUDA build.
+# pip shows its progress on the two big steps: a first install downloads hundreds of MB
+# and would otherwise sit silent for a minute or more.
 $(STAMP): pyproject.toml
+	@echo "==> Creating $(VENV) and installing into it (once; the first time takes a minute or two)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "==> Installing torch 2.13.0 (the largest download: most of the first install)"
+	$(PY) -m pip install --progress-bar on torch==2.13.0
+	@echo "==> Installing serve and its dependencies (.[dev]: aiohttp, grpclib, test tools, ...)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@echo "==> $(VENV) is ready"
 	touch $(STAMP)
 
 # --ncs: serve.yaml's models, whatever config snapshots (logs/config) an earlier run left
@@ -40,6 +46,7 @@ DIGITS_SOURCES := $(wildcard examples/digits/*.py) examples/digits/model-config.
 digits: model_store/digits.mar
 
 model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
+	@echo "==> Training the digits example and archiving it into model_store (a few seconds)"
 	$(PY) examples/digits/train.py --out-dir build/digits
 	@mkdir -p model_store
 	$(PY) -m serve.archiver --model-name digits --version 1.0 \
@@ -88,6 +95,8 @@ $(LS_STAMP):
 	touch $@
 
 $(TS_STAMP):
+	@echo "==> Installing TorchServe 0.12 into $(TS_VENV) for the comparison test and benchmarks"
+	@echo "    (once; a minute or two the first time)"
 	$(PYTHON) -m venv $(TS_VENV)
 	$(TS_VENV)/bin/pip install --quiet torch==2.13.0
 	$(TS_VENV)/bin/pip install --quiet torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml numpy pillow

@@ -28,8 +28,9 @@ from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
-from serve.models.archive import MANIFEST
+from serve.models.archive import MANIFEST, closest_archives, store_archives
 from serve.models.download import warn_if_permissive
+from serve.models.hints import either
 from serve.models.registry import RegisterParams, Registry
 from serve.models.version import ModelVersion
 from serve.ports import bind_error
@@ -63,7 +64,9 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
         if not url or url.startswith("/") or ".." in Path(url).parts:
             raise ConfigError(key, f"{item!r} must name a file or folder inside model_store")
         if not (store / url).exists():
-            raise ConfigError(key, f"{url} is not in the model store {store}")
+            near = closest_archives(url, store_archives(store))
+            hint = f"; did you mean {either(near)}?" if near else ""
+            raise ConfigError(key, f"{url} is not in the model store {store}{hint}")
         entries.append((key, _startup(url, name or None)))
     return entries
 

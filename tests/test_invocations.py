@@ -55,7 +55,7 @@ def test_invocations_name_the_model_in_the_query_or_the_path(single: Server) -> 
     assert error == {
         "code": 404,
         "type": "ModelNotFoundException",
-        "message": "Model not found: nope",
+        "message": "Model not found: nope (registered: later, params)",
     }
 
 

@@ -37,6 +37,7 @@ def _app(
     routes: list[web.RouteDef],
     statuses: StatusCounts | None,
     auth: tuple[Tokens, KeyRule] | None = None,
+    fallback: Handler = not_found,
 ) -> web.Application:
     app = web.Application(client_max_size=config.max_request_size)
     app[CONFIG] = config
@@ -44,7 +45,7 @@ def _app(
     app[METRICS] = metrics
     if auth is not None:
         app[TOKENS] = auth[0]
-    app.add_routes(with_json_errors(routes, statuses, auth))
+    app.add_routes(with_json_errors(routes, statuses, auth, fallback))
     app.on_startup.append(_all_guarded)
     return app
 
@@ -53,9 +54,11 @@ def with_json_errors(
     routes: list[web.RouteDef],
     statuses: StatusCounts | None = None,
     auth: tuple[Tokens, KeyRule] | None = None,
+    fallback: Handler = not_found,
 ) -> list[web.RouteDef]:
     """Every route guarded by `json_errors`, plus JSON 405s for other methods on known paths
-    and a JSON 404 for unknown paths (what a middleware would do, without its per-request cost).
+    and a JSON 404 for unknown paths (`fallback`; what a middleware would do, without its
+    per-request cost).
     `statuses` counts every response of these routes by status class. With `auth` (the keys
     and the rule naming each route's key), every route but the public ones (serve.auth.public)
     needs its key, the unknown-path 404 included, so a route added later is covered by default."""
@@ -76,7 +79,7 @@ def with_json_errors(
         for path, methods in allowed.items()
         if "*" not in methods
     ]
-    return [*guarded, *fallbacks, web.route("*", CATCH_ALL, guard(not_found, CATCH_ALL))]
+    return [*guarded, *fallbacks, web.route("*", CATCH_ALL, guard(fallback, CATCH_ALL))]
 
 
 def _not_allowed(methods: list[str]) -> Handler:
@@ -122,7 +125,8 @@ def inference_app(
     """Port 8080: ping, readiness, predictions, explanations, KServe v1 and OIP v2 (the
     inference key)."""
     auth = _auth(tokens, _one("inference"))
-    return _app(config, registry, metrics, _inference_routes(), metrics.statuses, auth)
+    routes = _inference_routes()
+    return _app(config, registry, metrics, routes, metrics.statuses, auth, inference.unknown_path)
 
 
 def _inference_routes() -> list[web.RouteDef]:

@@ -20,8 +20,8 @@ from aiohttp import web
 from handlers.messages import Output, Param
 from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.batching.request import InferenceRequest, new_request_id
-from serve.errors import BadRequest, InternalError, ServeError
-from serve.http.common import CONFIG, REGISTRY, json_response
+from serve.errors import BadRequest, InternalError, NotFound, ServeError
+from serve.http.common import CONFIG, REGISTRY, json_response, not_found
 from serve.http.inputs import read_params
 from serve.http.openapi import inference_description
 from serve.models.operations import healthy
@@ -57,6 +57,19 @@ def routes() -> list[web.RouteDef]:
         web.route("*", "/{model}/predict", legacy_predict),
         web.route("*", "/{model}/{version}/predict", legacy_predict),
     ]
+
+
+async def unknown_path(request: web.Request) -> web.StreamResponse:
+    """A path this port does not serve; a management path says where the management API is
+    (registering on 8080 is the commonest slip after TorchServe's two ports)."""
+    path = request.path
+    if path == "/models" or path.startswith("/models/"):
+        address = request.app[CONFIG].management_address
+        raise NotFound(
+            f"{request.method} {path} is a management API path: the management API is on "
+            f"{address}; this is the inference API"
+        )
+    return await not_found(request)
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ import yaml
 
 from serve.config import MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
+from serve.models.hints import closest, either, listed
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
@@ -88,8 +89,43 @@ def locate(store: Path | None, url: str) -> Path:
         raise ModelNotFound("Relative path is not allowed in url")
     path = store / name
     if not path.exists():
-        raise ModelNotFound(f"Model not found at: {url}")
+        raise ModelNotFound(_missing(store, url))
     return path
+
+
+def _missing(store: Path, name: str) -> str:
+    """Where `name` was looked for, and the store's archives closest to it."""
+    where = f"Model not found at: {name} (looked in the model store {store}"
+    present = store_archives(store)
+    if not present:
+        return f"{where}, which holds no archives)"
+    near = closest_archives(name, present)
+    if near:
+        return f"{where}); did you mean {either(near)}?"
+    return f"{where}, which holds {listed(present)})"
+
+
+def closest_archives(name: str, present: list[str]) -> list[str]:
+    """The archives of `present` whose names look like `name`, compared without the suffix
+    (else `resnet.mar` would be taken for `mnist.mar`)."""
+    stems = closest(default_name(Path(name)), {default_name(Path(p)) for p in present})
+    return [p for stem in stems for p in present if default_name(Path(p)) == stem]
+
+
+def store_archives(store: Path) -> list[str]:
+    """The archive files and archive folders directly in `store`, sorted."""
+    try:
+        entries = sorted(store.iterdir())
+    except OSError:
+        return []
+    found = []
+    for path in entries:
+        if path.name.startswith("."):  # a download still being written (serve.models.download)
+            continue
+        is_file = path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+        if is_file or (path.is_dir() and (path / MANIFEST).is_file()):
+            found.append(path.name)
+    return found
 
 
 def default_name(path: Path) -> str:

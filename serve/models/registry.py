@@ -32,6 +32,7 @@ from serve.errors import (
 from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
 from serve.models.download import fetch_archive, remove_download, url_scheme
+from serve.models.hints import unknown_model
 from serve.models.requirements import install_requirements
 from serve.models.routing import Routing
 from serve.models.traffic import Split
@@ -132,7 +133,7 @@ class Registry:
         """
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
+            raise ModelNotFound(unknown_model(name, self.models))
         if not version:
             split = model.routing.split
             version = model.default if split is None or not routed else split.choose(key)
@@ -144,7 +145,7 @@ class Registry:
     def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
+            raise ModelNotFound(unknown_model(name, self.models))
         key = version or model.default
         found = model.versions.get(key)
         if found is None:
@@ -155,7 +156,7 @@ class Registry:
         """Every version of a model, default first."""
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
+            raise ModelNotFound(unknown_model(name, self.models))
         default = model.versions[model.default]
         return [default, *(v for k, v in sorted(model.versions.items()) if k != model.default)]
 
@@ -351,7 +352,7 @@ class Registry:
     def _model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(f"Model not found: {name}")
+            raise ModelNotFound(unknown_model(name, self.models))
         return model
 
     async def unregister(
