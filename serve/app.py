@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from serve import access_log
+from serve import access_log, started
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
@@ -150,6 +150,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         if snapshots is not None:
             await snapshots.startup()
         logger.info("Server started; %d model version(s) registered", len(startup) + restored)
+        started.announce()
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")
