@@ -28,7 +28,7 @@ from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
-from serve.models.archive import MANIFEST
+from serve.models.archive import MANIFEST, in_store
 from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
 from serve.restore import restore
@@ -62,6 +62,7 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
         name, sep, url = item.partition("=")
         if not sep:
             name, url = "", item
+        url = in_store(store, url)
         if not url or url.startswith("/") or ".." in Path(url).parts:
             raise ConfigError(key, f"{item!r} must name a file or folder inside model_store")
         if not (store / url).exists():
