@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve import __version__
+from serve import __version__, log_files
 from serve.config import Config, ConfigError, load_config
 from serve.snapshots import latest, snapshot_folder
 from serve.tsconfig import load_ts_config
@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--models",
         nargs="+",
         metavar="NAME=ARCHIVE",
-        help="models to load at start: ARCHIVE, NAME=ARCHIVE, or 'all' (config key load_models)",
+        help="models to load at start: ARCHIVE, NAME=ARCHIVE, or 'all'; each item may be a "
+        "comma-separated list, as with TorchServe (config key load_models)",
     )
     parser.add_argument(
         "--enable-model-api",
@@ -102,7 +103,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.model_store is not None:
         values["model_store"] = str(Path(args.model_store).resolve())
     if args.models is not None:
-        values["load_models"] = list(args.models)
+        values["load_models"] = split_models(args.models)
     if args.enable_model_api:
         values["enable_model_api"] = True
     if args.disable_token_auth:
@@ -117,6 +118,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def split_models(items: list[str]) -> list[str]:
+    """`--models a.mar,b.mar c=d.mar` as TorchServe's server reads it: commas separate too."""
+    return [model.strip() for item in items for model in item.split(",") if model.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     args = parse_args(argv)
@@ -126,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(config)
-    for warning in warnings:
-        logging.getLogger("serve").warning("%s", warning)
-    if ts_config is None and not config.no_config_snapshots:
-        config = _restore_snapshot(config)
-    return _run(config)
+    files = log_files.install()
+    try:
+        for warning in warnings:
+            logging.getLogger("serve").warning("%s", warning)
+        if ts_config is None and not config.no_config_snapshots:
+            config = _restore_snapshot(config)
+        return _run(config)
+    finally:
+        log_files.uninstall(files)
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, list[str], Path | None]:

@@ -25,6 +25,7 @@ from typing import TextIO
 
 import orjson
 
+from serve import log_files
 from serve.config import Config
 
 NAME = "serve.access"
@@ -75,10 +76,10 @@ def json_line(
 class AccessLog:
     """A queue of lines and the thread that writes them."""
 
-    def __init__(self, json_format: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, json_format: bool, stream: TextIO | _Tee | None = None) -> None:
         self.line: LineFormat = json_line if json_format else text_line
         self._json = json_format
-        self._stream = stream or sys.stderr
+        self._stream: TextIO | _Tee = stream or sys.stderr
         self._lines: collections.deque[tuple[float, str]] = collections.deque()
         self._wake = threading.Event()  # set when lines wait; cleared by the writer
         self._stopping = False
@@ -138,6 +139,22 @@ def start(config: Config) -> AccessLog | None:
     """The running access log the config asks for, None when it is off."""
     if not config.access_log:
         return None
-    log = AccessLog(config.access_log_format == "json")
+    extra = log_files.access_file()
+    log = AccessLog(config.access_log_format == "json", None if extra is None else _Tee(extra))
     log.start()
     return log
+
+
+class _Tee:
+    """stderr and TorchServe's access_log.log (serve.log_files), written by the one thread."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+        self._file.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+        self._file.flush()

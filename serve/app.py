@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from serve import access_log
+from serve import access_log, started
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
@@ -28,7 +28,7 @@ from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
 from serve.metrics import ServerMetrics, watch_loop_lag
-from serve.models.archive import MANIFEST, closest_archives, store_archives
+from serve.models.archive import MANIFEST, closest_archives, in_store, store_archives
 from serve.models.download import warn_if_permissive
 from serve.models.hints import either
 from serve.models.registry import RegisterParams, Registry
@@ -61,6 +61,7 @@ def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
         name, sep, url = item.partition("=")
         if not sep:
             name, url = "", item
+        url = in_store(store, url)
         if not url or url.startswith("/") or ".." in Path(url).parts:
             raise ConfigError(key, f"{item!r} must name a file or folder inside model_store")
         if not (store / url).exists():
@@ -180,6 +181,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         if snapshots is not None:
             await snapshots.startup()
         logger.info("Server started; %d model version(s) registered", len(deferred))
+        started.announce()
         await stop.wait()
         logger.info("Shutting down: finishing in-flight requests")
     logger.info("Server stopped")

@@ -16,6 +16,7 @@ Rendered by hand, like the `ts_*` counters, so the names carry no suffix.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -24,7 +25,12 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from serve.log_files import TS_METRICS, metric_line
+
 HOSTNAME = socket.gethostname()
+_CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
+_HOST_LEVEL = (("Level", "Host"),)
+_ts_metrics_log = logging.getLogger(TS_METRICS)
 MB = 1024 * 1024
 GB = 1024 * MB
 
@@ -40,11 +46,16 @@ class StatusCounts:
     def add(self, status: int) -> None:
         """Count one response (1XX and 3XX are not counted, as in TorchServe)."""
         if 200 <= status < 300:
-            self.counts[0] += 1
+            index = 0
         elif 400 <= status < 500:
-            self.counts[1] += 1
+            index = 1
         elif status >= 500:
-            self.counts[2] += 1
+            index = 2
+        else:
+            return
+        self.counts[index] += 1
+        if _ts_metrics_log.isEnabledFor(logging.INFO):  # ts_metrics.log (serve.log_files)
+            _ts_metrics_log.info("%s", metric_line(_CLASSES[index], "Count", 1.0, _HOST_LEVEL))
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,8 +37,11 @@ from prometheus_client.core import (
 from handlers.metrics import MetricTypes
 from serve.frontend_metrics import HostFigures, HostReader, StatusCounts
 from serve.frontend_metrics import render as render_frontend
+from serve.log_files import MODEL_METRICS, metric_line
 
 logger = logging.getLogger(__name__)
+_model_metrics_log = logging.getLogger(MODEL_METRICS)
+_LOG_UNITS = {"Milliseconds": "ms"}
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -353,6 +356,9 @@ class HandlerMetrics:
         dimensions: Sequence[tuple[str, str]],
         value: float,
     ) -> None:
+        if _model_metrics_log.isEnabledFor(logging.INFO):  # model_metrics.log (log_files)
+            short = _LOG_UNITS.get(unit, unit)  # TorchServe's model_metrics.log says `ms`
+            _model_metrics_log.info("%s", metric_line(name, short, value, dimensions))
         key = (name, tuple(dimensions))
         child = self._children.get(key)
         if child is None:

@@ -432,7 +432,7 @@ def test_register_refuses_bad_parameters(manage: Any, pb: Any) -> None:
     assert message.startswith("Model not found at: missing.mar (looked in the model store ")
     assert _fails(manage.RegisterModel, register(url="../etc")) == (
         grpc.StatusCode.NOT_FOUND,
-        "Relative path is not allowed in url",
+        "Relative path is not allowed in url: ../etc",
     )
     code, _ = _fails(manage.RegisterModel, register(url="spare", runtime="LSP"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT

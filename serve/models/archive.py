@@ -81,12 +81,15 @@ def locate(store: Path | None, url: str) -> Path:
 
     (URLs with a scheme are fetched into the store first: serve.models.download.)
     """
-    name = url
     if store is None:
         raise ModelNotFound(f"Model not found at: {url} (no model_store is configured)")
-    parts = PurePosixPath(name).parts
-    if not name or PurePosixPath(name).is_absolute() or ".." in parts:
-        raise ModelNotFound("Relative path is not allowed in url")
+    name = in_store(store, url)
+    if not name or ".." in PurePosixPath(name).parts:
+        raise ModelNotFound(f"Relative path is not allowed in url: {url}")
+    if PurePosixPath(name).is_absolute():
+        raise ModelNotFound(
+            f"Model not found at: {url}: an absolute path must be inside the model store {store}"
+        )
     path = store / name
     if not path.exists():
         raise ModelNotFound(_missing(store, url))
@@ -126,6 +129,21 @@ def store_archives(store: Path) -> list[str]:
         if is_file or (path.is_dir() and (path / MANIFEST).is_file()):
             found.append(path.name)
     return found
+
+
+def in_store(store: Path, url: str) -> str:
+    """`url` relative to the store when it is an absolute path inside it, else `url` as given.
+
+    TorchServe's clients register `<model_store>/name` as well as `name`; the path is resolved
+    (links and `..` followed) before the check, so it cannot leave the store.
+    """
+    if not PurePosixPath(url).is_absolute():
+        return url
+    root = store.resolve()
+    target = Path(url).resolve()
+    if target == root or not target.is_relative_to(root):
+        return url
+    return target.relative_to(root).as_posix()
 
 
 def default_name(path: Path) -> str:

@@ -62,7 +62,9 @@ def check_allowed(url: str, allowed: Sequence[str]) -> None:
     """
     segments = unquote(urlsplit(url).path).replace("\\", "/").split("/")
     if "." in segments or ".." in segments:
-        raise BadRequest(f"Refusing url {url}: its path has '.' or '..' segments")
+        raise BadRequest(
+            f"Relative path is not allowed in url: {url} (its path has '.' or '..' segments)"
+        )
     if not any(re.fullmatch(pattern, url, re.IGNORECASE) for pattern in allowed):
         raise BadRequest(
             f"Given URL {url} does not match any allowed URL(s) in allowed_urls "

@@ -66,7 +66,7 @@ def check_model_api(config: Config, action: str) -> None:
     """Registering and unregistering need enable_model_api (TorchServe's secure default)."""
     if not config.enable_model_api:
         raise MethodNotAllowed(
-            "Model API is disabled: start the server with --enable-model-api "
+            "Model API disabled: start the server with --enable-model-api "
             f"(or enable_model_api: true) to {action} models"
         )
 

@@ -26,6 +26,9 @@ from serve.batching.request import InferenceRequest
 from serve.workers.threads import ExecutorThreads, ThreadBudget
 
 logger = logging.getLogger(__name__)
+# TorchServe's worker line per batch, which its log readers wait for (model_log.log); quiet
+# unless the log files are written (serve.log_files)
+backend_log = logging.getLogger("serve.backend")
 
 Batch = list[InferenceRequest]
 Result = list[Output] | BatchFailure
@@ -136,6 +139,8 @@ class Executor:
             result: Result = []
             seconds = None  # none of it ran: its requests were answered while it waited
             if live:
+                if backend_log.isEnabledFor(logging.INFO):
+                    backend_log.info("Backend received inference at: %d", int(time.time()))
                 started = time.perf_counter()
                 result = self._predict(service, stream, live)
                 seconds = time.perf_counter() - started
