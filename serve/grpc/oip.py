@@ -16,7 +16,6 @@ import grpclib.const
 import grpclib.server
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.batching.request import new_request_id
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import grpc_error, grpc_status
 from serve.grpc.gen.inference import (
@@ -48,6 +47,7 @@ from serve.models import tensors
 from serve.models.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
+from serve.request import new_request_id
 
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
 InferStream = grpclib.server.Stream[ModelInferRequest, ModelInferResponse]

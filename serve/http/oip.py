@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
+from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.errors import BadRequest, ServeError
 from serve.http.common import CONFIG, REGISTRY
 from serve.http.inference import MODEL_VERSION, request_id_of

@@ -22,7 +22,7 @@ from handlers.messages import BatchFailure, Output
 from handlers.service import Service
 from handlers.util import forget_private_modules
 from handlers.wire import Signature
-from serve.batching.request import InferenceRequest
+from serve.request import InferenceRequest
 from serve.workers.threads import ExecutorThreads, ThreadBudget
 
 logger = logging.getLogger(__name__)
