@@ -31,9 +31,9 @@ from serve.metrics import ServerMetrics, watch_loop_lag
 from serve.models.archive import MANIFEST
 from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
-from serve.restore import restore
 from serve.snapshots import Snapshots, snapshot_folder
-from serve.traffic_snapshot import restore_traffic, traffic_fields
+from serve.snapshots.restore import restore
+from serve.snapshots.traffic import restore_traffic, traffic_fields
 from serve.workers.devices import visible_gpu_count
 from serve.workers.runtime import freeze_startup_heap, preload
 from serve.workers.threads import ThreadBudget
