@@ -29,13 +29,13 @@ from serve.errors import (
     ModelNotFound,
     ModelVersionNotFound,
 )
-from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
 from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.requirements import install_requirements
 from serve.models.routing import Routing
 from serve.models.traffic import Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
+from serve.telemetry.metrics import ServerMetrics
 from serve.workers.threads import ThreadBudget
 
 logger = logging.getLogger(__name__)

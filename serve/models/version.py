@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
-from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
 from serve.models.tensors import signature_from_yaml
+from serve.telemetry.metrics import ServerMetrics
 from serve.workers.pool import Pool
 from serve.workers.threads import ThreadBudget
 
