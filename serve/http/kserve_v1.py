@@ -16,13 +16,13 @@ import time
 from aiohttp import web
 
 from handlers.wire import KIND_V1, Instances
+from serve.api.predict import chunks, predict
 from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.errors import BadRequest, ServeError
 from serve.http.common import CONFIG, REGISTRY
 from serve.http.inference import MODEL_VERSION, request_id_of
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
-from serve.models.predict import chunks, predict
 from serve.request import InferenceRequest
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 
 from handlers.messages import Param
+from serve.api.params import bool_param, float_param, int_param, str_param
 from serve.config import MAX_WORKERS, Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
-from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
 from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion

@@ -8,9 +8,9 @@ from typing import Any
 
 from handlers.wire import KIND_OIP, Signature, TensorRequest, WireTensor
 from serve import __version__
+from serve.api.predict import chunks, predict
 from serve.deadline import Deadline
 from serve.errors import BadRequest, InternalError, ServeError
-from serve.models.predict import chunks, predict
 from serve.models.registry import Registry
 from serve.models.tensors import check_inputs
 from serve.models.version import ModelVersion
