@@ -18,7 +18,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     ManagementApIsServiceStub,
     ScaleWorkerRequest,
 )
-from serve.models.traffic import Split
+from serve.routing.split import Split
 from tests import handlers_src as src
 from tests.support import Server, http, model_folder, server_config
 

@@ -32,9 +32,9 @@ from serve.errors import (
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
 from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.requirements import install_requirements
-from serve.models.routing import Routing
-from serve.models.traffic import Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
+from serve.routing.shadow import Routing
+from serve.routing.split import Split
 from serve.telemetry.metrics import ServerMetrics
 from serve.workers.threads import ThreadBudget
 

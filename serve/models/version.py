@@ -16,7 +16,7 @@ from serve.workers.pool import Pool
 from serve.workers.threads import ThreadBudget
 
 if TYPE_CHECKING:
-    from serve.models.routing import Routing
+    from serve.routing.shadow import Routing
 
 STARTUP_TIMEOUT = 120.0
 MAX_RETRY_TIMEOUT = 300
