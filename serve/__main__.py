@@ -18,7 +18,7 @@ from serve import __version__
 from serve.config import Config, ConfigError, load_config
 from serve.config.torchserve import load_ts_config
 from serve.snapshots import latest, snapshot_folder
-from serve.workers.runtime import defer_full_collections
+from serve.workers.startup import defer_full_collections
 
 _ADDRESS_FLAGS = {
     "inference_address": "inference API",

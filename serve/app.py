@@ -35,8 +35,8 @@ from serve.snapshots.traffic import restore_traffic, traffic_fields
 from serve.telemetry import access_log
 from serve.telemetry.metrics import ServerMetrics, watch_loop_lag
 from serve.workers.devices import visible_gpu_count
-from serve.workers.runtime import freeze_startup_heap, preload
-from serve.workers.threads import ThreadBudget
+from serve.workers.intraop import ThreadBudget
+from serve.workers.startup import freeze_startup_heap, preload
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
 from serve.routing.shadow import Routing
 from serve.routing.split import Split
 from serve.telemetry.metrics import ServerMetrics
-from serve.workers.threads import ThreadBudget
+from serve.workers.intraop import ThreadBudget
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from serve.batching.batcher import Batcher, Runner
 from serve.models.archive import ModelArchive
 from serve.models.tensors import signature_from_yaml
 from serve.telemetry.metrics import ServerMetrics
+from serve.workers.intraop import ThreadBudget
 from serve.workers.pool import Pool
-from serve.workers.threads import ThreadBudget
 
 if TYPE_CHECKING:
     from serve.routing.shadow import Routing

@@ -23,7 +23,7 @@ from handlers.service import Service
 from handlers.util import forget_private_modules
 from handlers.wire import Signature
 from serve.request import InferenceRequest
-from serve.workers.threads import ExecutorThreads, ThreadBudget
+from serve.workers.intraop import ExecutorThreads, ThreadBudget
 
 logger = logging.getLogger(__name__)
 

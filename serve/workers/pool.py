@@ -18,7 +18,7 @@ from serve.batching.batcher import Batcher, Runner
 from serve.errors import ServiceUnavailable
 from serve.workers.devices import pick_device
 from serve.workers.executor import Batch, Executor, Result
-from serve.workers.threads import ThreadBudget
+from serve.workers.intraop import ThreadBudget
 
 logger = logging.getLogger(__name__)
 
