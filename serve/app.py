@@ -26,7 +26,7 @@ from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
-from serve.models.archive import MANIFEST
+from serve.mar import MANIFEST
 from serve.models.download import warn_if_permissive
 from serve.models.registry import RegisterParams, Registry
 from serve.snapshots import Snapshots, snapshot_folder

@@ -23,10 +23,7 @@ import yaml
 
 from serve.config import MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
-
-MANIFEST = "MAR-INF/MANIFEST.json"
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
-ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip", ".model")
+from serve.mar import ARCHIVE_SUFFIXES, MANIFEST, MODEL_NAME_PATTERN
 
 
 @dataclass(frozen=True, slots=True)
