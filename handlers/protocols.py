@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy
 import orjson
 
+from handlers.arrays import UnsupportedValue, as_lists, flat_tensor
 from handlers.context import RequestProcessor
 from handlers.messages import BatchFailure, HandlerRequest, Output
 from handlers.wire import (
@@ -26,7 +26,6 @@ from handlers.wire import (
     Instances,
     TensorRequest,
     TensorResult,
-    WireTensor,
 )
 
 if TYPE_CHECKING:
@@ -34,26 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NUMPY_TYPES = {
-    "BOOL": "bool",
-    "INT8": "int8",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "uint8",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
-_DATATYPE_OF = {numpy.dtype(v).name: k for k, v in NUMPY_TYPES.items()}
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-class UnsupportedValue(TypeError):
-    """A handler result that cannot become a tensor or JSON."""
 
 
 def predict(
@@ -139,47 +119,6 @@ def _tensors_as_lists(
     except UnsupportedValue as exc:
         return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
     return outputs
-
-
-def as_lists(tensor: WireTensor) -> Any:
-    """What the kservev2 envelope hands a handler for one input: nested lists; BYTES: data[0]."""
-    if tensor.datatype == "BYTES":
-        elements = cast(list[bytes], tensor.data)
-        if not elements:
-            return None
-        first = elements[0]
-        try:
-            return first.decode("utf-8")
-        except UnicodeDecodeError:
-            return first
-    array = numpy.frombuffer(cast(bytes, tensor.data), dtype=NUMPY_TYPES[tensor.datatype])
-    return array.reshape(tensor.shape).tolist()
-
-
-def flat_tensor(name: str, value: Any) -> WireTensor:
-    """A handler's value as the kservev2 envelope answers it: flattened, dtype from numpy."""
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        array = numpy.asarray(value).reshape(-1)
-    except ValueError as exc:  # ragged lists
-        raise UnsupportedValue(f"output {name}: {exc}") from exc
-    return array_tensor(name, array)
-
-
-def array_tensor(name: str, array: Any) -> WireTensor:
-    """A numpy array as a WireTensor (strings and objects become BYTES)."""
-    shape = tuple(int(d) for d in array.shape)
-    if array.dtype.kind in "OUS":
-        elements = [
-            x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.reshape(-1)
-        ]
-        return WireTensor(name, "BYTES", shape, elements)
-    datatype = _DATATYPE_OF.get(array.dtype.name)
-    if datatype is None:
-        raise UnsupportedValue(f"output {name} has dtype {array.dtype}, which OIP cannot carry")
-    little = array.astype(NUMPY_TYPES[datatype], copy=False)
-    return WireTensor(name, datatype, shape, little.tobytes())
 
 
 def _output(

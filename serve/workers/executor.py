@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from handlers.batch import run_batch
 from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
@@ -150,7 +151,7 @@ class Executor:
 
         try:
             with _on_stream(stream):
-                result = service.predict(batch, intermediate)
+                result = run_batch(service, batch, intermediate)
                 if stream is not None:
                     stream.synchronize()
             return result
