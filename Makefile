@@ -63,10 +63,12 @@ FUZZ_EXAMPLES ?= 300
 fuzz: install
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_openapi.py
 
+# lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter])
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 format: install
 	$(VENV)/bin/ruff format .
@@ -134,4 +136,5 @@ bench-guard: install
 	$(PY) -m benchmarks.guard $(GUARD_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TS_VENV) $(LS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TS_VENV) $(LS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache \
+		.import_linter_cache

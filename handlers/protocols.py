@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy
 import orjson
 
+from handlers.arrays import JSON_OPTIONS, UnsupportedValue, as_lists, flat_tensor, jsonable
 from handlers.context import RequestProcessor
 from handlers.messages import BatchFailure, HandlerRequest, Output
 from handlers.wire import (
@@ -37,27 +37,6 @@ if TYPE_CHECKING:
     from handlers.service import IntermediateSink, Service
 
 logger = logging.getLogger(__name__)
-
-NUMPY_TYPES = {
-    "BOOL": "bool",
-    "INT8": "int8",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "uint8",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
-_DATATYPE_OF = {numpy.dtype(v).name: k for k, v in NUMPY_TYPES.items()}
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-class UnsupportedValue(TypeError):
-    """A handler result that cannot become a tensor or JSON."""
 
 
 def predict(
@@ -120,7 +99,7 @@ def _instances(service: Service, batch: Sequence[HandlerRequest]) -> list[Output
                 start = end
                 continue
             key = "explanations" if payload.explain else "predictions"
-            body = orjson.dumps({key: result[start:end]}, default=_jsonable, option=_JSON_OPTIONS)
+            body = orjson.dumps({key: result[start:end]}, default=jsonable, option=JSON_OPTIONS)
             outputs.append(_output(processors[start], body))
             start = end
     except TypeError as exc:
@@ -171,55 +150,6 @@ def as_input(tensor: WireTensor) -> dict[str, Any]:
     return entry
 
 
-def as_lists(tensor: WireTensor) -> Any:
-    """One input's data as the kservev2 envelope hands it: nested lists; BYTES: data[0].
-
-    A BYTES element that is not UTF-8 (binary data, gRPC) stays bytes; TorchServe's JSON-only
-    envelope never meets one.
-    """
-    if tensor.datatype == "BYTES":
-        elements = cast(list[bytes], tensor.data)
-        if not elements:
-            return None
-        first = elements[0]
-        try:
-            return first.decode("utf-8")
-        except UnicodeDecodeError:
-            return first
-    array = numpy.frombuffer(cast(bytes, tensor.data), dtype=NUMPY_TYPES[tensor.datatype])
-    return array.reshape(tensor.shape).tolist()
-
-
-def flat_tensor(name: str, value: Any) -> WireTensor:
-    """A handler's value as the kservev2 envelope answers it: flattened, dtype from numpy."""
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        array = numpy.asarray(value).reshape(-1)
-    except ValueError as exc:  # ragged lists
-        raise UnsupportedValue(f"output {name}: {exc}") from exc
-    return array_tensor(name, array)
-
-
-def array_tensor(name: str, array: Any) -> WireTensor:
-    """A numpy array as a WireTensor (strings and objects become BYTES)."""
-    shape = tuple(int(d) for d in array.shape)
-    if array.dtype.kind in "OUS":
-        elements: list[bytes] = []
-        as_json: list[bool] = []
-        for item in array.reshape(-1):
-            encoded = _element(item)
-            elements.append(encoded if encoded is not None else _json_text(name, item))
-            as_json.append(encoded is None)
-        return WireTensor(name, "BYTES", shape, elements, json_elements=_flags(as_json))
-
-    datatype = _DATATYPE_OF.get(array.dtype.name)
-    if datatype is None:
-        raise UnsupportedValue(f"output {name} has dtype {array.dtype}, which OIP cannot carry")
-    little = array.astype(NUMPY_TYPES[datatype], copy=False)
-    return WireTensor(name, datatype, shape, little.tobytes())
-
-
 def error_message(values: Sequence[Any]) -> str:
     """The message of a request the handler failed: its error dict's, else its text."""
     for value in values:
@@ -231,30 +161,9 @@ def error_message(values: Sequence[Any]) -> str:
         if isinstance(value, bytes | bytearray):
             return value.decode("utf-8", errors="replace")
     try:
-        return orjson.dumps(list(values), default=_jsonable, option=_JSON_OPTIONS).decode()
+        return orjson.dumps(list(values), default=jsonable, option=JSON_OPTIONS).decode()
     except TypeError:
         return "The handler failed the request"
-
-
-def _element(item: Any) -> bytes | None:
-    """A string-like BYTES element as bytes; None for a value that travels as JSON text."""
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, str):
-        return item.encode("utf-8")
-    return None
-
-
-def _json_text(name: str, item: Any) -> bytes:
-    try:
-        return orjson.dumps(item, default=_jsonable, option=_JSON_OPTIONS)
-    except TypeError as exc:
-        raise UnsupportedValue(f"output {name}: {exc}") from exc
-
-
-def _flags(as_json: list[bool]) -> tuple[bool, ...]:
-    """Per-element JSON flags, or () when no element is JSON (the common case)."""
-    return tuple(as_json) if any(as_json) else ()
 
 
 def _output(
@@ -268,14 +177,6 @@ def _output(
         content_type="application/json",
         tensors=tensors,
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # torch tensors (numpy arrays are native to orjson)
-        return value.tolist()
-    if isinstance(value, bytes | bytearray):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 def _no_stream(idx: int, output: Output) -> None:

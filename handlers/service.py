@@ -94,11 +94,9 @@ class Service:
     def predict(
         self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
     ) -> list[Output] | BatchFailure:
-        """Run the handler on a batch: one Output per request, or one failure for all."""
-        if batch[0].kind:  # KServe v1 or Open Inference Protocol (a batch holds one kind)
-            from handlers import protocols  # numpy: only where a protocol request comes
+        """Run the handler on a TorchServe batch: one Output per request, or one failure for all.
 
-            return protocols.predict(self, batch, on_intermediate)
+        KServe and OIP batches go through their adapters instead (handlers.batch.run_batch)."""
         data, processors, ids = _inputs(batch)
         result = self.invoke_list(data, processors, ids, on_intermediate)
         if isinstance(result, BatchFailure):

@@ -186,7 +186,7 @@ def _split_outputs(result: Mapping[str, Any], rows: list[int]) -> list[list[Wire
     """Each output cut along dimension 0 into every request's rows."""
     import torch
 
-    from handlers.protocols import array_tensor
+    from handlers.arrays import array_tensor
 
     split: list[list[WireTensor]] = [[] for _ in rows]
     total = sum(rows)

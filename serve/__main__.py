@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from serve import __version__, log_files
+from serve import __version__
 from serve.config import Config, ConfigError, load_config
+from serve.config.torchserve import load_ts_config
 from serve.snapshots import latest, snapshot_folder
-from serve.tsconfig import load_ts_config
-from serve.workers.runtime import defer_full_collections
+from serve.telemetry import log_files
+from serve.workers.startup import defer_full_collections
 
 _ADDRESS_FLAGS = {
     "inference_address": "inference API",

@@ -20,26 +20,28 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from serve import access_log, started
+from serve import started
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
-from serve.metrics import ServerMetrics, watch_loop_lag
-from serve.models.archive import MANIFEST, closest_archives, in_store, store_archives
+from serve.mar import MANIFEST
+from serve.models.archive import closest_archives, in_store, store_archives
 from serve.models.download import warn_if_permissive
 from serve.models.hints import either
 from serve.models.registry import RegisterParams, Registry
 from serve.models.version import ModelVersion
 from serve.ports import bind_error
-from serve.restore import Restore, restore
 from serve.snapshots import Snapshots, snapshot_folder
-from serve.traffic_snapshot import restore_traffic, traffic_fields
+from serve.snapshots.restore import Restore, restore
+from serve.snapshots.traffic import restore_traffic, traffic_fields
+from serve.telemetry import access_log
+from serve.telemetry.metrics import ServerMetrics, watch_loop_lag
 from serve.workers.devices import visible_gpu_count
-from serve.workers.runtime import freeze_startup_heap, preload
-from serve.workers.threads import ThreadBudget
+from serve.workers.intraop import ThreadBudget
+from serve.workers.startup import freeze_startup_heap, preload
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import psutil
 
 from serve import __version__
-from serve.log_files import LOG_ENV, METRICS_ENV
 from serve.started import READY_FD_ENV
+from serve.telemetry.log_files import LOG_ENV, METRICS_ENV
 
 TORCHSERVE_VERSION = "0.12.0"  # the TorchServe release whose contract this command keeps
 PID_FILE_NAME = ".model_server.pid"

@@ -17,7 +17,7 @@ import aiohttp
 import grpc
 import pytest
 
-from serve.models.traffic import Split
+from serve.routing.split import Split
 from tests.conftest import metric_samples
 from tests.grpc_server import grpcio_stubs
 from tests.support import Server, http, model_folder, server_config

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from serve.access_log import AccessLog
+from serve.telemetry.access_log import AccessLog
 from tests import handlers_src as src
 from tests.grpc_server import grpcio_stubs
 from tests.support import Server, model_folder, server_config

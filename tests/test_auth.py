@@ -459,9 +459,9 @@ def test_an_app_with_a_route_outside_the_guard_refuses_to_start(tmp_path: Path) 
     from serve.auth.keys import load_or_create
     from serve.config import Config
     from serve.http.apps import inference_app, management_app
-    from serve.metrics import ServerMetrics
     from serve.models.registry import Registry
-    from serve.workers.threads import ThreadBudget
+    from serve.telemetry.metrics import ServerMetrics
+    from serve.workers.intraop import ThreadBudget
 
     async def sneaky(request: web.Request) -> web.Response:
         return web.Response(text="open")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from handlers.messages import Output
 from serve.batching.batcher import MAX_AHEAD, Batcher
-from serve.batching.request import InferenceRequest
+from serve.request import InferenceRequest
 
 
 @dataclass(eq=False)

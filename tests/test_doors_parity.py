@@ -18,7 +18,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serve.models.traffic import Split
+from serve.routing.split import Split
 from tests.conftest import metric_samples, poll, run
 from tests.support import Server, http, model_folder, server_config
 

@@ -6,7 +6,7 @@ import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.frontend_metrics import GpuFigures, HostFigures, HostReader, StatusCounts, render
+from serve.telemetry.torchserve import GpuFigures, HostFigures, HostReader, StatusCounts, render
 
 
 def test_gpu_gauges_carry_torchserve_names_and_labels() -> None:

@@ -28,9 +28,9 @@ from serve.grpc.fastproto import inputs as fast_inputs
 from serve.grpc.gen.org.pytorch.serve.grpc import inference as bp
 from serve.grpc.server import start_grpc
 from serve.grpc.transport import prediction_bytes
-from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
-from serve.workers.threads import ThreadBudget
+from serve.telemetry.metrics import ServerMetrics
+from serve.workers.intraop import ThreadBudget
 from tests.conftest import metric_samples
 from tests.grpc_server import LOADED, MODELS, build_store, grpcio_stubs
 from tests.support import Server, http, server_config

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from handlers.messages import BatchFailure, Output
 from serve.batching.batcher import Batcher
 from serve.batching.policy import Take, Wait, decide
-from serve.batching.request import InferenceRequest
 from serve.errors import ServeError
+from serve.request import InferenceRequest
 
 # --- decide ---------------------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from serve.config.properties import escape_value, parse_properties
 from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     ManagementApIsServiceStub,
     ScaleWorkerRequest,
 )
-from serve.models.traffic import Split
-from serve.properties import escape_value, parse_properties
+from serve.routing.split import Split
 from tests import handlers_src as src
 from tests.support import Server, http, model_folder, server_config
 

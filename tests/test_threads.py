@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve.workers.threads import LONG_BATCH, SHORT_BATCH, ExecutorThreads, ThreadBudget
+from serve.workers.intraop import LONG_BATCH, SHORT_BATCH, ExecutorThreads, ThreadBudget
 
 
 def test_the_budget_is_shared_between_executors() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from serve.config import ConfigError, build_config
-from serve.models.traffic import InvalidSplit, Split
+from serve.routing.split import InvalidSplit, Split
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from grpclib.client import Channel
 
+from serve.config.properties import parse_properties
 from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     ListModelsRequest,
     ManagementApIsServiceStub,
 )
-from serve.properties import parse_properties
 from tests import handlers_src as src
 from tests.support import Server, free_port, http, model_folder, run_serve, server_config
 

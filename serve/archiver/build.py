@@ -18,15 +18,16 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from serve.archiver.writers import write_archive
+from serve.mar import MANIFEST, MODEL_NAME_PATTERN
+
 ARCHIVER_VERSION = "0.12.0"
-MANIFEST_NAME = "MAR-INF/MANIFEST.json"
 ARCHIVE_FORMATS = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 RUNTIMES = ("python", "python3", "LSP")
 # torch-model-archiver's list: these names are recorded in the manifest and never copied.
@@ -41,7 +42,6 @@ BUILTIN_HANDLERS = (
     "trt_llm_handler",
 )
 _LSP_BUILTINS = ("BaseHandler", "TorchScriptHandler")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]*")
 _SKIPPED_DIRS = ("__MACOSX", "__pycache__")
 
 Warn = Callable[[str], None]
@@ -77,8 +77,6 @@ class ArchiveSpec:
 
 def build_archive(spec: ArchiveSpec, warn: Warn | None = None) -> Path:
     """Check the inputs, then write the archive; returns its path. Raises ArchiverError."""
-    from serve.archiver.writers import write_archive
-
     warn = warn or _print_warning
     check_spec(spec)
     members = collect_members(spec, warn)
@@ -90,7 +88,7 @@ def build_archive(spec: ArchiveSpec, warn: Warn | None = None) -> Path:
 
 def check_spec(spec: ArchiveSpec) -> None:
     """The checks that need no file contents: name, version, runtime, format, output."""
-    if not _NAME.fullmatch(spec.model_name):
+    if not MODEL_NAME_PATTERN.fullmatch(spec.model_name):
         raise ArchiverError(
             f"invalid --model-name {spec.model_name!r}: it must match "
             r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$"
@@ -121,8 +119,8 @@ def collect_members(spec: ArchiveSpec, warn: Warn) -> dict[str, Path]:
     members: dict[str, Path] = {}
 
     def add(name: str, source: Path) -> None:
-        if name == MANIFEST_NAME:
-            warn(f"skipping {source}: the archiver writes {MANIFEST_NAME} itself")
+        if name == MANIFEST:
+            warn(f"skipping {source}: the archiver writes {MANIFEST} itself")
             return
         previous = members.pop(name, None)
         if previous is not None and previous.resolve() != source.resolve():

@@ -19,7 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from serve.archiver.build import MANIFEST_NAME
+from serve.mar import MANIFEST
 
 LARGE_FILE = 32 * 2**20
 _CHUNK = 2**20
@@ -99,7 +99,7 @@ def _write_zip(
             info.compress_type = compression
             with source.open("rb") as raw, archive.open(info, "w") as out:
                 shutil.copyfileobj(progress.reader(raw, info.file_size, name), out, _CHUNK)
-        archive.writestr(MANIFEST_NAME, manifest)
+        archive.writestr(MANIFEST, manifest)
 
 
 def _write_tgz(
@@ -112,7 +112,7 @@ def _write_tgz(
             with source.open("rb") as raw:
                 archive.addfile(info, progress.reader(raw, info.size, name))
         data = manifest.encode("utf-8")
-        info = tarfile.TarInfo(f"{model_name}/{MANIFEST_NAME}")
+        info = tarfile.TarInfo(f"{model_name}/{MANIFEST}")
         info.size = len(data)
         info.mtime = int(time.time())
         archive.addfile(info, BytesIO(data))
@@ -131,8 +131,8 @@ def _write_folder(
             with source.open("rb") as raw, target.open("wb") as out:
                 shutil.copyfileobj(progress.reader(raw, size, name), out, _CHUNK)
             shutil.copystat(source, target)
-        (tmp / MANIFEST_NAME).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / MANIFEST_NAME).write_text(manifest, encoding="utf-8")
+        (tmp / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / MANIFEST).write_text(manifest, encoding="utf-8")
         _replace_folder(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

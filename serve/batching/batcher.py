@@ -34,7 +34,6 @@ from typing import Protocol
 
 from handlers.messages import BatchFailure, Output
 from serve.batching.policy import ArrivalRate, ConcurrencyWindow, Take, decide
-from serve.batching.request import InferenceRequest
 from serve.errors import (
     DeadlineExceeded,
     InternalError,
@@ -43,6 +42,7 @@ from serve.errors import (
     ServiceUnavailable,
     no_worker,
 )
+from serve.request import InferenceRequest
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ import orjson
 from grpclib.metadata import Deadline as CallDeadline
 
 from handlers.messages import Param
-from serve.batching.deadline import GRPC_SOURCE, Deadline, choose
-from serve.batching.request import InferenceRequest, new_request_id
+from serve.api.operations import healthy
+from serve.api.predict import chunks, first_output, predict, submit
+from serve.deadline import GRPC_SOURCE, Deadline, choose
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import rpc_status
 from serve.grpc.fastproto import FastPredictionsRequest, inputs
@@ -40,10 +41,9 @@ from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
     TorchServeHealthResponse,
 )
 from serve.grpc.transport import prediction_bytes, send_unary
-from serve.models.operations import healthy
-from serve.models.predict import chunks, first_output, predict, submit
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
+from serve.request import InferenceRequest, new_request_id
 
 # Requests of one StreamPredictions2 call queued ahead of the answer being written; past it
 # the server stops reading the stream, so a client that does not read cannot pile up work.

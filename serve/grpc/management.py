@@ -1,4 +1,4 @@
-"""TorchServe's ManagementAPIsService over the operations REST uses (serve.models.operations).
+"""TorchServe's ManagementAPIsService over the operations REST uses (serve.api.operations).
 
 Every RPC answers `ManagementResponse{msg}` with what TorchServe's gRPC API puts there: the
 pretty-printed JSON of REST's body for DescribeModel and ListModels, and the bare status text
@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from serve.api import operations
 from serve.config import Config
 from serve.errors import BadRequest
 from serve.grpc.gen.org.pytorch.serve.grpc.management import (
@@ -26,7 +27,6 @@ from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     SetDefaultRequest,
     UnregisterModelRequest,
 )
-from serve.models import operations
 from serve.models.registry import Registry
 
 

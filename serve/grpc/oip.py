@@ -1,7 +1,7 @@
 """KServe's `inference.GRPCInferenceService` (Open Inference Protocol v2 over gRPC).
 
 Served on the gRPC inference address beside TorchServe's services, over the same registry,
-batcher and checks as the REST door (serve.models.oip). Inputs come as `raw_input_contents`
+batcher and checks as the REST door (serve.api.oip). Inputs come as `raw_input_contents`
 or typed `contents`; outputs always go back as `raw_output_contents`, which both the kserve
 SDK and tritonclient read. Errors end the RPC with their status (serve.grpc.errors):
 NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
@@ -16,7 +16,7 @@ import grpclib.const
 import grpclib.server
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.batching.request import new_request_id
+from serve.api.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.errors import BadRequest, ServeError
 from serve.grpc.errors import grpc_error, grpc_status
 from serve.grpc.gen.inference import (
@@ -45,9 +45,9 @@ from serve.grpc.gen.inference import (
 )
 from serve.grpc.inference import MODEL_VERSION, call_deadline
 from serve.models import tensors
-from serve.models.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
+from serve.request import new_request_id
 
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
 InferStream = grpclib.server.Stream[ModelInferRequest, ModelInferResponse]

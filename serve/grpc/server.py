@@ -24,7 +24,6 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server
 
-from serve.access_log import AccessLog
 from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_rpc
 from serve.config import Address, Config
@@ -35,6 +34,7 @@ from serve.grpc.oip import OipService
 from serve.grpc.transport import CoalescingServer
 from serve.models.registry import Registry
 from serve.ports import bind_error
+from serve.telemetry.access_log import AccessLog
 
 logger = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")

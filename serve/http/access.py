@@ -9,8 +9,8 @@ import time as clock
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from serve.access_log import NAME, AccessLog
 from serve.http.common import STARTED
+from serve.telemetry.access_log import NAME, AccessLog
 
 
 def access_logger(access: AccessLog, with_query: bool) -> type[AbstractAccessLogger]:

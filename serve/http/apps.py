@@ -10,7 +10,6 @@ from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_path
 from serve.config import Config
 from serve.errors import MethodNotAllowed
-from serve.frontend_metrics import StatusCounts
 from serve.http import inference, kserve_v1, management, metrics_api, oip, tokens_api
 from serve.http.common import (
     CONFIG,
@@ -22,8 +21,9 @@ from serve.http.common import (
     json_errors,
     not_found,
 )
-from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
+from serve.telemetry.metrics import ServerMetrics
+from serve.telemetry.torchserve import StatusCounts
 
 # Which keys open a route template (any one of them does); () for a public route.
 KeyRule = Callable[[str], tuple[Kind, ...]]

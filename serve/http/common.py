@@ -22,9 +22,9 @@ from serve.errors import (
     PayloadTooLarge,
     ServeError,
 )
-from serve.frontend_metrics import StatusCounts
-from serve.metrics import ServerMetrics
 from serve.models.registry import Registry
+from serve.telemetry.metrics import ServerMetrics
+from serve.telemetry.torchserve import StatusCounts
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ import time
 from aiohttp import web
 
 from handlers.messages import Output, Param
-from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
-from serve.batching.request import InferenceRequest, new_request_id
+from serve.api.operations import healthy
+from serve.api.predict import chunks, predict
+from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.errors import BadRequest, InternalError, NotFound, ServeError
 from serve.http.common import CONFIG, REGISTRY, json_response, not_found
 from serve.http.inputs import read_params
 from serve.http.openapi import inference_description
-from serve.models.operations import healthy
-from serve.models.predict import chunks, predict
+from serve.request import InferenceRequest, new_request_id
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ import time
 from aiohttp import web
 
 from handlers.wire import KIND_V1, Instances
-from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
-from serve.batching.request import InferenceRequest
+from serve.api.predict import chunks, predict
+from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.errors import BadRequest, ServeError
 from serve.http.common import CONFIG, REGISTRY
 from serve.http.inference import MODEL_VERSION, request_id_of
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
-from serve.models.predict import chunks, predict
+from serve.request import InferenceRequest
 
 # TorchServe's handlers read an instance's "data" (its VisionHandler base64-decodes a string).
 V1_HINT = (

@@ -1,6 +1,6 @@
 """The management API (port 8081): list, register, describe, scale, set-default, unregister.
 
-The operations themselves live in `serve.models.operations` (shared with gRPC); this module
+The operations themselves live in `serve.api.operations` (shared with gRPC); this module
 reads parameters from the HTTP request and renders the replies.
 """
 
@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from serve.api import operations
+from serve.api.operations import Reply
+from serve.api.params import check_known
 from serve.errors import BadRequest
 from serve.http.common import CONFIG, REGISTRY, json_response, status_response
 from serve.http.openapi import management_description
-from serve.models import operations
-from serve.models.operations import Reply
-from serve.models.params import check_known
 
 logger = logging.getLogger(__name__)
 

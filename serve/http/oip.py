@@ -18,14 +18,14 @@ import orjson
 from aiohttp import web
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.batching.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
+from serve.api.oip import model_metadata, run_infer, server_metadata, server_ready
+from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
 from serve.errors import BadRequest, ServeError
 from serve.http.common import CONFIG, REGISTRY
 from serve.http.inference import MODEL_VERSION, request_id_of
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
 from serve.models import tensors
-from serve.models.oip import model_metadata, run_infer, server_metadata, server_ready
 from serve.models.version import ModelVersion
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -9,10 +9,10 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
+from serve.api.operations import MAX_INT
 from serve.auth.public import PUBLIC_PATHS, template
 from serve.config import MAX_WORKERS
 from serve.http import oip_openapi
-from serve.models.operations import MAX_INT
 
 _ERROR = {
     "type": "object",

@@ -23,11 +23,8 @@ import yaml
 
 from serve.config import MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
+from serve.mar import ARCHIVE_SUFFIXES, MANIFEST, MODEL_NAME_PATTERN
 from serve.models.hints import closest, either, listed
-
-MANIFEST = "MAR-INF/MANIFEST.json"
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
-ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip", ".model")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import aiohttp
 
 from serve.config import DEFAULT_ALLOWED_URLS, Config
 from serve.errors import BadRequest, Conflict, DownloadFailed, PayloadTooLarge
-from serve.models.archive import ARCHIVE_SUFFIXES
+from serve.mar import ARCHIVE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Messages for a name that matches nothing: where the server looked, and the closest names.
 
 A typo in an archive or model name should cost one read of the error, as a parameter typo
-does (serve.models.params): the message names where the server looked and what it found.
+does (serve.api.params): the message names where the server looked and what it found.
 """
 
 from __future__ import annotations

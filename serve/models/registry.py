@@ -29,15 +29,15 @@ from serve.errors import (
     ModelNotFound,
     ModelVersionNotFound,
 )
-from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive, check_model_name, locate, open_archive
 from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.hints import unknown_model
 from serve.models.requirements import install_requirements
-from serve.models.routing import Routing
-from serve.models.traffic import Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
-from serve.workers.threads import ThreadBudget
+from serve.routing.shadow import Routing
+from serve.routing.split import Split
+from serve.telemetry.metrics import ServerMetrics
+from serve.workers.intraop import ThreadBudget
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
-from serve.metrics import ServerMetrics
 from serve.models.archive import ModelArchive
 from serve.models.tensors import signature_from_yaml
+from serve.telemetry.metrics import ServerMetrics
+from serve.workers.intraop import ThreadBudget
 from serve.workers.pool import Pool
-from serve.workers.threads import ThreadBudget
 
 if TYPE_CHECKING:
-    from serve.models.routing import Routing
+    from serve.routing.shadow import Routing
 
 STARTUP_TIMEOUT = 120.0
 MAX_RETRY_TIMEOUT = 300

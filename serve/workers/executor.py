@@ -17,17 +17,18 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from handlers.batch import run_batch
 from handlers.loader import ServiceSpec, load_service
 from handlers.messages import BatchFailure, Output
 from handlers.service import Service
 from handlers.util import forget_private_modules
 from handlers.wire import Signature
-from serve.batching.request import InferenceRequest
-from serve.workers.threads import ExecutorThreads, ThreadBudget
+from serve.request import InferenceRequest
+from serve.workers.intraop import ExecutorThreads, ThreadBudget
 
 logger = logging.getLogger(__name__)
 # TorchServe's worker line per batch, which its log readers wait for (model_log.log); quiet
-# unless the log files are written (serve.log_files)
+# unless the log files are written (serve.telemetry.log_files)
 backend_log = logging.getLogger("serve.backend")
 
 Batch = list[InferenceRequest]
@@ -155,7 +156,7 @@ class Executor:
 
         try:
             with _on_stream(stream):
-                result = service.predict(batch, intermediate)
+                result = run_batch(service, batch, intermediate)
                 if stream is not None:
                     stream.synchronize()
             return result

@@ -12,18 +12,38 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from handlers.loader import ServiceSpec
-from serve.batching.batcher import Batcher, Runner
-from serve.errors import ServiceUnavailable
+from serve.errors import ServeError, ServiceUnavailable
 from serve.workers.devices import pick_device
 from serve.workers.executor import Batch, Executor, Result
-from serve.workers.threads import ThreadBudget
+from serve.workers.intraop import ThreadBudget
 
 logger = logging.getLogger(__name__)
 
 _worker_ids = itertools.count(9000)
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class Scheduler(Protocol):
+    """What a pool needs of its version's scheduler (the batcher).
+
+    Declared here, not imported from batching/: workers sit below the scheduler, which hands
+    them batches, so the arrow points down only.
+    """
+
+    capacity: int  # executors loading or ready; the pool keeps it
+
+    def add(self, runner: Executor) -> None: ...
+
+    def forget(self, runner: Executor) -> bool: ...
+
+    def complete(
+        self, runner: Executor, batch: Batch, result: Result, run_seconds: float | None = None
+    ) -> None: ...
+
+    def fail_all(self, error: ServeError) -> None: ...
 
 
 class Pool:
@@ -34,7 +54,7 @@ class Pool:
         *,
         spec_for: Callable[[int | None], ServiceSpec],
         devices: Sequence[int | None],
-        batcher: Batcher,
+        batcher: Scheduler,
         budget: ThreadBudget,
         label: str,
     ) -> None:
@@ -153,7 +173,7 @@ class Pool:
             self._budget.remove()
         self._changed.set()
 
-    def replace_stuck(self, runner: Runner) -> None:
+    def replace_stuck(self, runner: object) -> None:
         """An executor ran past the response timeout: forget it and start another in its place."""
         executor = next((e for e in self.executors if e is runner), None)
         if executor is None:

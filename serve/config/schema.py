@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from serve.models.traffic import InvalidSplit, Split
+from serve.routing.split import InvalidSplit, Split
 
 # Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
 # start that many threads and take the machine down, so the config and the APIs refuse more.

@@ -8,13 +8,13 @@ from typing import Any
 
 from handlers.wire import KIND_OIP, Signature, TensorRequest, WireTensor
 from serve import __version__
-from serve.batching.deadline import Deadline
-from serve.batching.request import InferenceRequest
+from serve.api.predict import chunks, predict
+from serve.deadline import Deadline
 from serve.errors import BadRequest, InternalError, ServeError
-from serve.models.predict import chunks, predict
 from serve.models.registry import Registry
 from serve.models.tensors import check_inputs
 from serve.models.version import ModelVersion
+from serve.request import InferenceRequest
 
 SERVER_NAME = "serve"
 EXTENSIONS = ("binary_tensor_data",)

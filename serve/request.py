@@ -8,7 +8,7 @@ import time
 import uuid
 
 from handlers.messages import Output, Param
-from serve.batching.deadline import Deadline
+from serve.deadline import Deadline
 from serve.errors import ServeError
 
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncIterator
 
 from handlers.messages import Output
-from serve.batching.request import InferenceRequest
 from serve.errors import ServeError
 from serve.models.version import ModelVersion
+from serve.request import InferenceRequest
 
 
 async def predict(

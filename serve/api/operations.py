@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 
 from handlers.messages import Param
-from serve.batching.request import InferenceRequest, new_request_id
+from serve.api.params import bool_param, float_param, int_param, str_param
 from serve.config import MAX_WORKERS, Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
-from serve.models.params import bool_param, float_param, int_param, str_param
 from serve.models.registry import RegisterParams, Registry
-from serve.models.traffic import InvalidSplit, Split
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.request import InferenceRequest, new_request_id
+from serve.routing.split import InvalidSplit, Split
 
 MAX_PAGE = 100
 # TorchServe parses these as Java ints, so a larger value is a 400 there too (and it would not

@@ -1,7 +1,7 @@
 """Prometheus metrics: TorchServe's names, our batching figures, handler metrics, loop lag.
 
 TorchServe's frontend and host metrics (Requests2XX, QueueTime, CPUUtilization, ...) are in
-serve.frontend_metrics.
+serve.telemetry.torchserve.
 
 TorchServe's three `ts_*` counters keep their names and labels (`model_version` is "default"
 when the request named no version, as in TorchServe). Handler metrics from `context.metrics`
@@ -35,9 +35,9 @@ from prometheus_client.core import (
 )
 
 from handlers.metrics import MetricTypes
-from serve.frontend_metrics import HostFigures, HostReader, StatusCounts
-from serve.frontend_metrics import render as render_frontend
-from serve.log_files import MODEL_METRICS, metric_line
+from serve.telemetry.log_files import MODEL_METRICS, metric_line
+from serve.telemetry.torchserve import HostFigures, HostReader, StatusCounts
+from serve.telemetry.torchserve import render as render_frontend
 
 logger = logging.getLogger(__name__)
 _model_metrics_log = logging.getLogger(MODEL_METRICS)

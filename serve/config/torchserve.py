@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from serve.config import Config, ConfigError, build_config
-from serve.properties import PropertiesError, parse_properties
+from serve.config.properties import PropertiesError, parse_properties
+from serve.config.schema import Config, ConfigError, build_config
 
 Convert = Callable[[str, str], Any]
 

@@ -8,7 +8,7 @@ files), so the readers of its files keep working:
 - ts_log: every server line (the handlers' lines too, as TorchServe's root logger has them);
 - model_log: the handlers' own loggers (any logger outside the server's packages) and
   `serve.backend` ("Backend received inference at: <epoch s>" per batch);
-- access_log: the access log lines (serve.access_log tees them here);
+- access_log: the access log lines (serve.telemetry.access_log tees them here);
 - ts_metrics: `Requests2XX.Count:1.0|#Level:Host|#hostname:<h>,timestamp:<s>` per response;
 - model_metrics: each `context.metrics` value as
   `<name>.<unit>:<value>|#<Dim>:<v>,...|#hostname:<h>,timestamp:<s>`.

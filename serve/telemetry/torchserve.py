@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from serve.log_files import TS_METRICS, metric_line
+from serve.telemetry.log_files import TS_METRICS, metric_line
 
 HOSTNAME = socket.gethostname()
 _CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
@@ -54,7 +54,7 @@ class StatusCounts:
         else:
             return
         self.counts[index] += 1
-        if _ts_metrics_log.isEnabledFor(logging.INFO):  # ts_metrics.log (serve.log_files)
+        if _ts_metrics_log.isEnabledFor(logging.INFO):  # ts_metrics.log (serve.telemetry.log_files)
             _ts_metrics_log.info("%s", metric_line(_CLASSES[index], "Count", 1.0, _HOST_LEVEL))
 
 

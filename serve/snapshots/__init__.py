@@ -23,10 +23,10 @@ from typing import Any
 import orjson
 
 from serve.config import Address, Config, ConfigError, SnapshotVersion, build_config
+from serve.config.properties import PropertiesError, escape_key, escape_value, parse_properties
+from serve.config.torchserve import GRPC, KEYS, convert
 from serve.models.registry import Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
-from serve.properties import PropertiesError, escape_key, escape_value, parse_properties
-from serve.tsconfig import GRPC, KEYS, convert
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _saved_number(value: Any) -> Any:
 
 
 def server_properties(config: Config) -> list[tuple[str, str]]:
-    """Every setting config.properties can carry (see serve.tsconfig.KEYS), as properties."""
+    """Every setting config.properties can carry (config.torchserve.KEYS), as properties."""
     names = {row.key: ts_key for ts_key, row in KEYS.items()}
     props: list[tuple[str, str]] = []
     for f in fields(Config):

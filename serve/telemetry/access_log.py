@@ -25,8 +25,8 @@ from typing import TextIO
 
 import orjson
 
-from serve import log_files
 from serve.config import Config
+from serve.telemetry import log_files
 
 NAME = "serve.access"
 GATHER_SECONDS = 0.02  # how long the writer collects lines before a write (the log's lag)
@@ -146,7 +146,7 @@ def start(config: Config) -> AccessLog | None:
 
 
 class _Tee:
-    """stderr and TorchServe's access_log.log (serve.log_files), written by the one thread."""
+    """stderr and access_log.log (serve.telemetry.log_files), written by the one thread."""
 
     def __init__(self, file: TextIO) -> None:
         self._file = file

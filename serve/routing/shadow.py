@@ -21,9 +21,9 @@ import orjson
 
 from handlers.messages import Output, Param
 from handlers.wire import Instances, TensorRequest, TensorResult, WireTensor
-from serve.batching.request import InferenceRequest, new_request_id
 from serve.errors import ServeError
-from serve.models.traffic import Split
+from serve.request import InferenceRequest, new_request_id
+from serve.routing.split import Split
 
 if TYPE_CHECKING:
     from serve.models.version import ModelVersion

@@ -21,7 +21,7 @@ from typing import Any
 from serve.config import SnapshotVersion
 from serve.errors import ServeError
 from serve.models.registry import Registry
-from serve.models.traffic import SHADOW_KEY, InvalidSplit, Split
+from serve.routing.split import SHADOW_KEY, InvalidSplit, Split
 from serve.snapshots import ExtraFields
 
 logger = logging.getLogger(__name__)

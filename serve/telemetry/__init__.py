@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus metrics, TorchServe's hand-rendered metric names, the access log."""
