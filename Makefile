@@ -20,7 +20,7 @@ install: $(STAMP)
 # pip shows its progress on the two big steps: a first install downloads hundreds of MB
 # and would otherwise sit silent for a minute or more.
 $(STAMP): pyproject.toml
-	@echo "==> Creating $(VENV) and installing into it (once; the first time takes a minute or two)"
+	@echo "==> Creating $(VENV) and installing into it (once: a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@echo "==> Installing torch 2.13.0 (the largest download: most of the first install)"

@@ -13,6 +13,7 @@ import pytest
 from grpclib.client import Channel
 
 from serve.config.properties import parse_properties
+from serve.config.torchserve import convert
 from serve.grpc.gen.org.pytorch.serve.grpc.management import (
     ListModelsRequest,
     ManagementApIsServiceStub,
@@ -275,6 +276,15 @@ def test_ts_config_file_env_and_unknown_keys(tmp_path: Path) -> None:
     )
     # TS_CONFIG_FILE is a config: no snapshot is restored, but they are written ($LOG_LOCATION)
     assert list((tmp_path / "ts-logs" / "config").glob("*-startup.cfg"))
+
+
+def test_an_unknown_key_warning_suggests_the_key_meant() -> None:
+    # a typo is ignored, as TorchServe ignores it, so the warning must point at the fix
+    warnings = convert({"model_stor": "x", "grpc_inference_prot": "1", "some_plugin_setting": "1"})
+    assert warnings.warnings == [
+        "config.properties: unknown keys ignored: model_stor (did you mean 'model_store'?), "
+        "grpc_inference_prot (did you mean 'grpc_inference_port'?), some_plugin_setting"
+    ]
 
 
 def test_yaml_and_properties_together_are_refused(tmp_path: Path) -> None:

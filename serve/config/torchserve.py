@@ -13,6 +13,7 @@ is a ConfigError naming it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -282,8 +283,17 @@ def convert(props: Mapping[str, str]) -> TsConfig:
     if ignored:
         warnings.append(f"config.properties: TorchServe keys ignored here: {', '.join(ignored)}")
     if unknown:
-        warnings.append(f"config.properties: unknown keys ignored: {', '.join(unknown)}")
+        named = ", ".join(_with_hint(key) for key in unknown)
+        warnings.append(f"config.properties: unknown keys ignored: {named}")
     return TsConfig(raw, warnings)
+
+
+def _with_hint(key: str) -> str:
+    """An unknown key, with the closest key this server reads: a typo is ignored (as by
+    TorchServe), so the warning is the only place it shows."""
+    known = [*KEYS, *GRPC, *(port for port, _ in GRPC.values())]
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key} (did you mean {close[0]!r}?)" if close else key
 
 
 def load_ts_config(
