@@ -45,7 +45,9 @@ DOOR = """
                 calls.write("".join(json.dumps(row) + "\\n" for row in data))
             while not os.path.exists(base + ".gate"):  # the test opens the gate
                 time.sleep(0.01)
-        return data
+        # an OIP input arrives as TorchServe's kservev2 envelope hands it (name, shape,
+        # datatype, data); echo its data, as a TorchServe handler reads row["data"]
+        return [row["data"] if isinstance(row, dict) and "datatype" in row else row for row in data]
 """
 
 SPLIT = {"1.0": 75, "2.0": 25}
