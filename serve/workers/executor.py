@@ -52,6 +52,8 @@ class Executor:
         self.retiring = False
         self.started_at = datetime.now(UTC)
         self.load_seconds: float | None = None
+        self.thread_seconds: float | None = None  # the last batch's time outside the handler
+        self.thread_at = 0.0  # when it was measured (the newest executor's is exported)
         self.signature: Signature | None = None  # what a tensor handler declares, once loaded
         self._spec = spec
         self._budget = budget
@@ -137,9 +139,13 @@ class Executor:
             seconds = None  # none of it ran: its requests were answered while it waited
             if live:
                 started = time.perf_counter()
+                service.handler_seconds = 0.0
                 result = self._predict(service, stream, live)
                 seconds = time.perf_counter() - started
                 policy.observe(seconds)
+                # TorchServe's WorkerThreadTime: the batch's time outside the handler
+                self.thread_seconds = max(0.0, seconds - service.handler_seconds)
+                self.thread_at = time.monotonic()
             if live is not batch:
                 result = _spread(batch, live, result)
             self._post(self._on_complete, self, batch, result, seconds)
