@@ -3,7 +3,7 @@
 `initialize` picks the device from `gpu_id` and loads the model: an eager model (the manifest's
 `modelFile` class with the `serializedFile` state_dict), a TorchScript `.pt`, a `torch.export`
 `.pt2`, or an `.onnx` file when onnxruntime is installed; then `torch.compile` when the
-model-config's `pt2.compile.enable` asks for it, and `index_to_name.json` into `self.mapping`.
+model-config's `pt2` section asks for it, and `index_to_name.json` into `self.mapping`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 import torch
 
 from handlers.context import Context
-from handlers.util import list_classes_from_module, load_label_mapping, load_private_module
+from handlers.util import (
+    PT2_BACKENDS,
+    list_classes_from_module,
+    load_label_mapping,
+    load_private_module,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,32 @@ def _profiling(handler: Any) -> bool:
         if getattr(handler, "initialized", False):
             handler.__dict__["_ts_profile"] = cached
     return bool(cached)
+
+
+def compile_options(pt2: Any) -> dict[str, Any] | None:
+    """The torch.compile kwargs model-config's `pt2` value asks for, or None for no compile."""
+    if pt2 is None:
+        return None
+    if isinstance(pt2, dict) and "compile" in pt2:
+        section = pt2["compile"]
+        if not isinstance(section, dict) or section.get("enable") is not True:
+            return None
+        options = {k: v for k, v in section.items() if k != "enable"}
+    elif isinstance(pt2, dict) and "export" in pt2:
+        return None  # AOT export: the `.so` path, not torch.compile
+    elif isinstance(pt2, str | dict):
+        options = {"backend": pt2} if isinstance(pt2, str) else dict(pt2)
+        logger.warning(
+            "This approach of specifying torch.compile() options is deprecated. The new "
+            "standard approach is mentioned in https://github.com/pytorch/serve/issues/3164"
+        )
+    else:
+        raise ValueError("pt2 should be str or dict")
+    backend = options.get("backend")
+    if backend is not None and backend not in PT2_BACKENDS:
+        logger.warning("%s is not a supported backend", backend)
+        return None
+    return options
 
 
 class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC too)
@@ -150,19 +181,25 @@ class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC to
         return ort.InferenceSession(path, providers=providers)
 
     def _maybe_compile(self) -> None:
-        pt2 = self.model_yaml_config.get("pt2")
-        if not isinstance(pt2, dict) or not isinstance(pt2.get("compile"), dict):
+        """`torch.compile` the model as model-config's `pt2:` asks, in TorchServe's three forms.
+
+        `pt2: {compile: {enable: true, <torch.compile kwargs>}}`; the deprecated `pt2: inductor`
+        (a backend) and `pt2: {backend: ..., mode: ...}` (kwargs); `pt2: {export: ...}` never
+        compiles. A backend outside TorchServe's list is a warning and no compile; a failing
+        compile is a warning and the model runs uncompiled.
+        """
+        options = compile_options(self.model_yaml_config.get("pt2"))
+        if options is None:
             return
-        options = dict(pt2["compile"])
-        if not options.pop("enable", False):
-            return
+        text = ", ".join(f"{k} {v}" for k, v in options.items())
         try:
             self.model = torch.compile(self.model, **options)
-            logger.info("Compiled model with %s", options)
-        except Exception:
+            logger.info("Compiled model with %s", text)
+        except Exception as exc:
             logger.warning(
-                "Compiling the model with %s failed; proceeding without", options, exc_info=True
+                "Compiling model model with %s has failed \n Proceeding without compilation", text
             )
+            logger.warning(exc)
 
     @timed
     def preprocess(self, data: Any) -> Any:

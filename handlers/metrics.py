@@ -7,8 +7,12 @@ on exactly as under TorchServe; each call becomes one `MetricSink.record`.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class MetricTypes(enum.Enum):
@@ -34,8 +38,26 @@ class Dimension:
         return {"Name": self.name, "Value": self.value}
 
 
+class MetricsCacheKeyError(KeyError):
+    """No such metric in the cache (TorchServe's `ts.metrics.metric_cache_errors` name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """A metric the server's metrics.yaml declares (`model_metrics`), known before initialize."""
+
+    name: str
+    unit: str
+    dimension_names: tuple[str, ...]
+    metric_type: MetricTypes
+
+
 class MetricSink(Protocol):
     """Where handler metrics go (the server exposes them on /metrics)."""
+
+    def declarations(self) -> Sequence[Declared]:
+        """The declared metrics, put in every handler's cache before `initialize`."""
+        ...
 
     def record(
         self,
@@ -50,6 +72,9 @@ class MetricSink(Protocol):
 class NullSink:
     """Drops every metric (used when a handler runs outside a server)."""
 
+    def declarations(self) -> Sequence[Declared]:
+        return ()
+
     def record(
         self,
         name: str,
@@ -61,9 +86,10 @@ class NullSink:
         return None
 
 
-_TIME_UNITS = {"ms": "Milliseconds", "s": "Seconds"}
+# TorchServe's backend passes the short unit on (`HandlerTime.ms:...`); so do we
+_TIME_UNITS = ("ms", "s")
 _DEFAULT_DIMS = ("ModelName", "Level")
-_SIZE_UNITS = {"MB": "Megabytes", "kB": "Kilobytes", "GB": "Gigabytes", "B": "Bytes"}
+_SIZE_UNITS = ("MB", "kB", "GB", "B")
 
 
 class CachingMetric:
@@ -90,21 +116,36 @@ class CachingMetric:
         self.bind(dimension_values)(value)
 
     def bind(self, dimension_values: Sequence[str] = ()) -> Callable[[float], None]:
-        """A recorder of values for these dimension values (checked once, not per value)."""
+        """A recorder of values for these dimension values (checked once, not per value).
+
+        As in TorchServe, a wrong number of values or a negative counter update is logged as
+        an error and skipped: a metric never fails the request.
+        """
+        name, unit, metric_type = self.metric_name, self.unit, self.metric_type
         if len(dimension_values) != len(self.dimension_names):
-            raise ValueError(
-                f"metric {self.metric_name!r} has dimensions {self.dimension_names}, "
-                f"got values {list(dimension_values)}"
-            )
+            values = list(dimension_values)
+
+            def refuse(value: float) -> None:
+                logger.error(
+                    "[METRICS]Failed to update metric with name:%s with value: %s: Dimension "
+                    "values: %s should correspond to Dimension names: %s",
+                    name, value, values, self.dimension_names,
+                )  # fmt: skip
+
+            return refuse
         names = self.dimension_names
         pairs = tuple((n, str(v)) for n, v in zip(names, dimension_values, strict=True))
-        name, unit, metric_type = self.metric_name, self.unit, self.metric_type
         record = self._sink.record
         counter = metric_type is MetricTypes.COUNTER
 
         def add(value: float) -> None:
             if counter and value < 0:
-                raise ValueError(f"counter {name!r} cannot be updated by a negative value")
+                logger.error(
+                    "[METRICS]Failed to update metric with name:%s with value: %s: "
+                    "Counter metric update value cannot be negative",
+                    name, value,
+                )  # fmt: skip
+                return
             record(name, unit, metric_type, pairs, float(value))
 
         return add
@@ -112,11 +153,9 @@ class CachingMetric:
     def update(
         self, value: float, request_id: str = "", dimensions: Sequence[Dimension] = ()
     ) -> None:
-        """Record a value with Dimension objects."""
-        values = [d.value for d in dimensions] if dimensions else []
-        if not dimensions and self.dimension_names:
-            raise ValueError(f"metric {self.metric_name!r} needs dimensions {self.dimension_names}")
-        self.add_or_update(value, values, request_id)
+        """Record a value with Dimension objects (TorchServe's older API: they set the names)."""
+        self.dimension_names = [d.name for d in dimensions]
+        self.add_or_update(value, [d.value for d in dimensions], request_id)
 
 
 class MetricsCache:
@@ -130,6 +169,9 @@ class MetricsCache:
         self._plain: dict[tuple[str, str, MetricTypes], Callable[[float], None]] = {}
         self._default_values = (model_name, "Model")
         self.request_ids: dict[int, str] | None = None
+        self.model_name = model_name
+        for d in sink.declarations():  # metrics.yaml's model_metrics, as TorchServe preloads
+            self.add_metric_to_cache(d.name, d.unit, d.dimension_names, d.metric_type)
 
     def add_metric_to_cache(
         self,
@@ -138,24 +180,33 @@ class MetricsCache:
         dimension_names: Sequence[str] = (),
         metric_type: MetricTypes = MetricTypes.COUNTER,
     ) -> CachingMetric:
-        """Declare a metric (emits nothing yet) and return it."""
+        """Declare a metric (emits nothing yet) and return it; it replaces one of that name."""
         key = (metric_name, metric_type)
-        metric = self._metrics.get(key)
-        if metric is None:
-            metric = CachingMetric(self._sink, metric_name, unit, dimension_names, metric_type)
-            self._metrics[key] = metric
+        metric = CachingMetric(self._sink, metric_name, unit, dimension_names, metric_type)
+        if key in self._metrics:
+            logger.warning("Overriding existing key %s:%s", metric_type, metric_name)
+            self._plain = {k: v for k, v in self._plain.items() if k[0] != metric_name}
+        self._metrics[key] = metric
         return metric
 
     def get_metric(
         self, metric_name: str, metric_type: MetricTypes = MetricTypes.COUNTER
     ) -> CachingMetric:
-        """A metric declared earlier; raises if there is none."""
+        """A metric declared earlier (metrics.yaml or `add_metric_to_cache`); raises if none."""
         try:
             return self._metrics[(metric_name, metric_type)]
         except KeyError:
-            raise KeyError(
-                f"metric {metric_name!r} of type {metric_type.value} was not added to the cache"
+            raise MetricsCacheKeyError(
+                f"Metric of type '{metric_type}' and name '{metric_name}' doesn't exist"
             ) from None
+
+    def _get_or_add(
+        self, name: str, unit: str, dimension_names: Sequence[str], metric_type: MetricTypes
+    ) -> CachingMetric:
+        metric = self._metrics.get((name, metric_type))
+        if metric is None:
+            metric = self.add_metric_to_cache(name, unit, dimension_names, metric_type)
+        return metric
 
     def add_metric(
         self,
@@ -166,21 +217,22 @@ class MetricsCache:
         dimensions: Sequence[Dimension] | None = None,
         metric_type: MetricTypes = MetricTypes.COUNTER,
     ) -> None:
-        """Record a value; the default dimensions ModelName and Level=Model are added last."""
+        """Record a value; ModelName and Level=Model are added last unless already given."""
         if not dimensions:  # the common case (HandlerTime, PredictionTime): no lists to build
             key = (name, unit, metric_type)
             add = self._plain.get(key)
             if add is None:
-                metric = self.add_metric_to_cache(name, unit, _DEFAULT_DIMS, metric_type)
+                metric = self._get_or_add(name, unit, _DEFAULT_DIMS, metric_type)
                 add = self._plain[key] = metric.bind(self._default_values)
             add(value)
             return
-        dims = [
-            *(dimensions or []),
-            Dimension("ModelName", self._model_name),
-            Dimension("Level", "Model"),
-        ]
-        metric = self.add_metric_to_cache(name, unit, [d.name for d in dims], metric_type)
+        dims = list(dimensions)
+        given = {d.name for d in dims}
+        if "ModelName" not in given:
+            dims.append(Dimension("ModelName", self._model_name))
+        if "Level" not in given:
+            dims.append(Dimension("Level", "Model"))
+        metric = self._get_or_add(name, unit, [d.name for d in dims], metric_type)
         metric.add_or_update(value, [d.value for d in dims])
 
     def add_counter(
@@ -190,8 +242,8 @@ class MetricsCache:
         idx: int | None = None,
         dimensions: Sequence[Dimension] | None = None,
     ) -> None:
-        """Increase a counter (unit Count)."""
-        self.add_metric(name, value, "Count", idx, dimensions, MetricTypes.COUNTER)
+        """Increase a counter (unit count)."""
+        self.add_metric(name, value, "count", idx, dimensions, MetricTypes.COUNTER)
 
     def add_time(
         self,
@@ -204,8 +256,8 @@ class MetricsCache:
     ) -> None:
         """Record a duration in `ms` or `s`."""
         if unit not in _TIME_UNITS:
-            raise ValueError(f"the unit for a timed metric must be one of {list(_TIME_UNITS)}")
-        self.add_metric(name, value, _TIME_UNITS[unit], idx, dimensions, metric_type)
+            raise ValueError(f"the unit for a timed metric should be one of {list(_TIME_UNITS)}")
+        self.add_metric(name, value, unit, idx, dimensions, metric_type)
 
     def add_size(
         self,
@@ -219,7 +271,7 @@ class MetricsCache:
         """Record a size in `MB`, `kB`, `GB` or `B`."""
         if unit not in _SIZE_UNITS:
             raise ValueError(f"the unit for a size metric must be one of {list(_SIZE_UNITS)}")
-        self.add_metric(name, value, _SIZE_UNITS[unit], idx, dimensions, metric_type)
+        self.add_metric(name, value, unit, idx, dimensions, metric_type)
 
     def add_percent(
         self,
@@ -230,10 +282,12 @@ class MetricsCache:
         metric_type: MetricTypes = MetricTypes.GAUGE,
     ) -> None:
         """Record a percentage."""
-        self.add_metric(name, value, "Percent", idx, dimensions, metric_type)
+        self.add_metric(name, value, "percent", idx, dimensions, metric_type)
 
     def add_error(self, name: str, value: float, dimensions: Sequence[Dimension] = ()) -> None:
         """Count an error (dimension Level=Error)."""
-        dims = [*dimensions, Dimension("Level", "Error")]
-        metric = self.add_metric_to_cache(name, "", [d.name for d in dims], MetricTypes.COUNTER)
+        dims = list(dimensions)
+        if "Level" not in {d.name for d in dims}:
+            dims.append(Dimension("Level", "Error"))
+        metric = self._get_or_add(name, "", [d.name for d in dims], MetricTypes.COUNTER)
         metric.add_or_update(value, [d.value for d in dims])

@@ -90,6 +90,9 @@ class Service:
         self.context = context
         self.tensor_handler = tensor_handler
         self.signature: Signature | None = getattr(tensor_handler, "signature", None)
+        # time inside the handler's calls, summed: the executor subtracts it from a batch's
+        # time for TorchServe's WorkerThreadTime (the server's own share of the batch)
+        self.handler_seconds = 0.0
 
     def predict(
         self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
@@ -127,6 +130,7 @@ class Service:
             metrics.request_ids = ids
         context.intermediate_sender = on_intermediate
         started = time.time()
+        clock = time.perf_counter()
         try:
             result = entry(data, context)
         except MemoryError:
@@ -145,6 +149,7 @@ class Service:
             return BatchFailure(503, "Prediction failed", detail=f"{type(exc).__name__}: {exc}")
         finally:
             context.intermediate_sender = None
+            self.handler_seconds += time.perf_counter() - clock
         if metrics is not None:  # TorchServe's backend records this for every handled batch
             metrics.add_time("PredictionTime", round((time.time() - started) * 1000, 2))
         return result

@@ -19,6 +19,12 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
+# TorchServe's ts.utils.util.PT2Backend values: the backends BaseHandler passes to torch.compile
+PT2_BACKENDS = (
+    "eager", "aot_eager", "inductor", "nvfuser", "aot_nvfuser", "aot_cudagraphs", "ofi", "fx2trt",
+    "onnxrt", "ipex", "torchxla_trace_once", "openvino", "tensorrt", "hpu_backend",
+)  # fmt: skip
+
 
 def list_classes_from_module(module: ModuleType, parent_class: type | None = None) -> list[type]:
     """The classes defined in `module` itself (optionally only subclasses of parent_class)."""

@@ -119,7 +119,12 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     preload()  # before any listener is bound: nothing is being served yet
     freeze_startup_heap()
     gpu_count = await asyncio.to_thread(visible_gpu_count, config.number_of_gpu)
-    metrics = ServerMetrics(gpu_count)
+    metrics = ServerMetrics(
+        gpu_count,
+        spec=config.metrics,
+        mode=config.metrics_mode,
+        auto_detect=config.model_metrics_auto_detect,
+    )
     registry = Registry(
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )

@@ -12,11 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from serve.routing.split import InvalidSplit, Split
+
+if TYPE_CHECKING:
+    from serve.config.metrics import MetricsSpec
 
 # Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
 # start that many threads and take the machine down, so the config and the APIs refuse more.
@@ -102,11 +105,16 @@ class Config:
     adaptive_batching: bool = True
     log_level: str = "INFO"
     routing_header: str = "X-Routing-Key"
+    metrics_config: Path | None = None  # TorchServe's metrics.yaml; read into `metrics`
+    metrics_mode: str = "prometheus"
+    model_metrics_auto_detect: bool = False
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
     model_snapshot: Mapping[str, Mapping[str, SnapshotVersion]] = field(default_factory=dict)
     snapshot_dir: Path | None = None
     # from `models: {name: {traffic: {...}}}`, applied once the startup models are registered
     traffic: Mapping[str, Split] = field(default_factory=dict)
+    # the parsed `metrics_config` file (None: every metric is exported, handler ones on first use)
+    metrics: MetricsSpec | None = None
 
     def model_settings(self, name: str, version: str) -> ModelSettings:
         """The operator's settings for a model version (`*` matches any version)."""
@@ -174,6 +182,14 @@ def _log_format(key: str, value: Any) -> str:
     if text not in ("text", "json"):
         raise ConfigError(key, f"expected text or json, got {value!r}")
     return text
+
+
+def _metrics_mode(key: str, value: Any) -> str:
+    # TorchServe ignores case and blanks (and takes an unknown mode as `log`: we refuse it)
+    mode = _str(key, value).strip().lower()
+    if mode not in ("prometheus", "log", "legacy"):
+        raise ConfigError(key, f"expected prometheus, log or legacy, got {value!r}")
+    return mode
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -344,11 +360,14 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "adaptive_batching": _bool,
     "log_level": _log_level,
     "routing_header": _str,
+    "metrics_config": _path,
+    "metrics_mode": _metrics_mode,
+    "model_metrics_auto_detect": _bool,
     "models": _models,
     "model_snapshot": _model_snapshot,
     "snapshot_dir": _path,
 }
-assert set(_KEYS) == {f.name for f in fields(Config)} - {"traffic"}
+assert set(_KEYS) == {f.name for f in fields(Config)} - {"traffic", "metrics"}
 
 
 def _unknown(name: str, known: Mapping[str, object]) -> str:
@@ -367,10 +386,14 @@ def build_config(raw: Mapping[str, Any], base_dir: Path | None = None) -> Config
         values[str(key)] = check(str(key), value)
     if "models" in values:
         values["traffic"] = _traffic("models", raw["models"])
-    for path_key in ("model_store", "snapshot_dir"):
+    for path_key in ("model_store", "snapshot_dir", "metrics_config"):
         path = values.get(path_key)
         if path is not None and base_dir is not None and not path.is_absolute():
             values[path_key] = base_dir / path
+    if values.get("metrics_config") is not None:
+        from serve.config.metrics import load_metrics_spec  # it imports ConfigError from here
+
+        values["metrics"] = load_metrics_spec(values["metrics_config"])
     config = Config(**values)
     _check_ports(config)
     return config

@@ -164,6 +164,9 @@ KEYS: dict[str, Row] = {
     "max_request_time": Row("max_request_time", _number),
     "access_log": Row("access_log", _boolean),
     "access_log_format": Row("access_log_format", _text),
+    "metrics_config": Row("metrics_config", _text),
+    "metrics_mode": Row("metrics_mode", _text),
+    "model_metrics_auto_detect": Row("model_metrics_auto_detect", _boolean),
 }
 
 # gRPC listeners: TorchServe splits them into a host key and a port key
@@ -181,10 +184,7 @@ IGNORED = frozenset(
         "default_startup_timeout",
         "unregister_model_timeout",
         "enable_metrics_api",
-        "metrics_mode",
         "metrics_format",
-        "metrics_config",
-        "model_metrics_auto_detect",
         "metric_time_interval",
         "async_logging",
         "number_of_netty_threads",

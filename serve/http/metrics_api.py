@@ -20,12 +20,22 @@ async def metrics(request: web.Request) -> web.Response:
     names = request.query.getall("name[]", [])
     metrics = request.app[METRICS]
     host = await asyncio.to_thread(metrics.host.read)  # /proc and NVML: off the loop
-    loads = [
-        (f"W-{executor.id}-{version.name}_{version.version}", executor.load_seconds * 1000)
+    executors = [
+        (version, executor)
         for model in request.app[REGISTRY].models.values()
         for version in model.versions.values()
         for executor in version.pool.executors
+    ]
+    loads = [
+        (f"W-{executor.id}-{version.name}_{version.version}", executor.load_seconds * 1000)
+        for version, executor in executors
         if executor.load_seconds is not None
     ]
-    body = metrics.render(names, host=host, worker_loads=loads)
+    # TorchServe's WorkerThreadTime is one host gauge, set by whichever worker ran last
+    timed = [e for _, e in executors if e.thread_seconds is not None]
+    newest = max(timed, key=lambda e: e.thread_at, default=None)
+    thread_ms = (
+        newest.thread_seconds * 1000 if newest and newest.thread_seconds is not None else None
+    )
+    body = metrics.render(names, host=host, worker_loads=loads, worker_thread_ms=thread_ms)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

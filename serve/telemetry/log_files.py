@@ -23,8 +23,7 @@ import logging.handlers
 import os
 import queue
 import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -33,8 +32,8 @@ METRICS_ENV = "METRICS_LOCATION"
 DEFAULT_FOLDER = "logs"
 
 BACKEND = "serve.backend"  # per-batch backend lines, TorchServe's MODEL_LOG
-TS_METRICS = "serve.ts_metrics"
-MODEL_METRICS = "serve.model_metrics"
+TS_METRICS = "TS_METRICS"  # TorchServe's log4j logger names
+MODEL_METRICS = "serve.telemetry.handler_metrics"
 # loggers of the server itself; any other logger is a handler's (or its libraries')
 _SERVER_LOGGERS = ("serve", "aiohttp", "grpclib", "asyncio", "uvloop", "concurrent", "py.")
 _HOSTNAME = socket.gethostname()
@@ -98,16 +97,14 @@ def folders(env: dict[str, str] | os._Environ[str] = os.environ) -> tuple[Path, 
 def install() -> LogFiles | None:
     """Start writing the files when LOG_LOCATION or METRICS_LOCATION is set.
 
-    Without them the backend and metric loggers stay quiet: a line per batch or per response
-    on stderr would only be noise.
+    Without them the backend logger stays quiet: a line per batch on stderr would only be
+    noise. The metric loggers are only written in `metrics_mode: log|legacy`, and then go to
+    stderr like every other line.
     """
     global _active
     found = folders()
     if found is None:
         logging.getLogger(BACKEND).setLevel(logging.WARNING)
-        for name in (TS_METRICS, MODEL_METRICS):
-            logging.getLogger(name).setLevel(logging.WARNING)
-            logging.getLogger(name).propagate = False
         return None
     _active = LogFiles(*found)
     _active.start()
@@ -125,12 +122,6 @@ def uninstall(files: LogFiles | None) -> None:
 def access_file() -> TextIO | None:
     """access_log.log while the files are written, else None."""
     return None if _active is None else _active.access
-
-
-def metric_line(name: str, unit: str, value: float, dimensions: Sequence[tuple[str, str]]) -> str:
-    """TorchServe's log form of one metric value (`timestamp` in epoch seconds)."""
-    dims = ",".join(f"{n}:{v}" for n, v in dimensions)
-    return f"{name}.{unit}:{value!r}|#{dims}|#hostname:{_HOSTNAME},timestamp:{int(time.time())}"
 
 
 def _file(

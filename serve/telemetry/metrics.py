@@ -13,17 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -34,14 +30,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-from handlers.metrics import MetricTypes
-from serve.telemetry.log_files import MODEL_METRICS, metric_line
-from serve.telemetry.torchserve import HostFigures, HostReader, StatusCounts
+from serve.config.metrics import MetricDecl, MetricsSpec
+from serve.telemetry.handler_metrics import HandlerMetrics
+from serve.telemetry.histogram import Buckets
+from serve.telemetry.torchserve import NAMES as FRONTEND_NAMES
+from serve.telemetry.torchserve import FrontendLog, HostFigures, HostReader, StatusCounts
 from serve.telemetry.torchserve import render as render_frontend
 
 logger = logging.getLogger(__name__)
-_model_metrics_log = logging.getLogger(MODEL_METRICS)
-_LOG_UNITS = {"Milliseconds": "ms"}
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -76,11 +72,13 @@ class TsCounters:
             cell = series[(model, version)] = [0.0]
         return cell
 
-    def render(self, names: Sequence[str] = ()) -> bytes:
-        """The text exposition of the three counters (only `names` when given)."""
+    def render(
+        self, names: Sequence[str] = (), declared: Mapping[str, MetricDecl] | None = None
+    ) -> bytes:
+        """The text exposition of the three counters (only `names`, `declared` when given)."""
         lines: list[str] = []
         for name, unit in self.NAMES:
-            if names and name not in names:
+            if (names and name not in names) or (declared is not None and name not in declared):
                 continue
             lines.append(f"# HELP {name} Torchserve prometheus counter metric with unit: {unit}")
             lines.append(f"# TYPE {name} counter")
@@ -95,31 +93,6 @@ class TsCounters:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class Buckets:
-    """A histogram in plain numbers, updated on the event loop without locks."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Count one value (`le` buckets: the first bound not below it)."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """Prometheus buckets: cumulative counts per upper bound, then +Inf."""
-        running = 0
-        out: list[tuple[str, float]] = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
-        return out
 
 
 class ModelMetrics:
@@ -159,7 +132,10 @@ class ModelMetrics:
         self.executions += 1
         self.inferences += items
         self.batch_sizes.observe(items)
-        self._metrics.queue_time_ms = (now - batch[-1].arrival) * 1000
+        self._metrics.queue_time_ms = queued_ms = (now - batch[-1].arrival) * 1000
+        log = self._metrics.frontend_log
+        if log is not None:
+            log.emit("QueueTime", "Milliseconds", "Level:Host", queued_ms)
 
     def completed(self, seconds: float) -> None:
         """A handler finished a batch after `seconds` of compute (called on the loop)."""
@@ -186,6 +162,13 @@ class ModelMetrics:
         cells[0][0] += 1
         cells[1][0] += seconds * 1e6
         cells[2][0] += queued * 1e6
+        if self._metrics.mode == "log":  # legacy keeps these three on /metrics
+            log = self._metrics.frontend_log
+            assert log is not None
+            dims = f"model_name:{self.name},model_version:{label}"
+            log.emit("ts_inference_requests_total", "Count", dims, 1)
+            log.emit("ts_inference_latency_microseconds", "Microseconds", dims, seconds * 1e6)
+            log.emit("ts_queue_latency_microseconds", "Microseconds", dims, queued * 1e6)
 
     def count_agreement(self, result: str) -> None:
         """A shadow answer compared with the primary's: equal, different or not_json."""
@@ -293,11 +276,27 @@ class BatchingCollector:
 
 
 class ServerMetrics:
-    """Every metric the server exposes on /metrics."""
+    """Every metric the server exposes on /metrics.
 
-    def __init__(self, gpu_count: int = 0) -> None:
+    `mode` is TorchServe's metrics_mode: `prometheus` renders everything; `legacy` renders only
+    the three `ts_*` counters of TorchServe's and logs the other frontend metrics (TS_METRICS)
+    and the handler metrics (MODEL_METRICS); `log` logs them all. Our own `serve_*` figures
+    are on /metrics in every mode. `spec` (metrics.yaml) limits TorchServe's to those declared.
+    """
+
+    def __init__(
+        self,
+        gpu_count: int = 0,
+        *,
+        spec: MetricsSpec | None = None,
+        mode: str = "prometheus",
+        auto_detect: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.declared = spec.ts_metrics if spec is not None else None
+        self.frontend_log = FrontendLog(self.declared) if mode != "prometheus" else None
         self.ts = TsCounters()
-        self.statuses = StatusCounts()  # TorchServe's Requests2XX/4XX/5XX
+        self.statuses = StatusCounts(self.frontend_log)  # TorchServe's Requests2XX/4XX/5XX
         self.queue_time_ms: float | None = None  # TorchServe's QueueTime: the last request's
         self.host = HostReader(gpu_count)
         self.registry = CollectorRegistry(auto_describe=True)
@@ -313,7 +312,8 @@ class ServerMetrics:
             "Largest event loop scheduling delay since start",
             registry=self.registry,
         )
-        self.handler_metrics = HandlerMetrics(self.registry)
+        reserved = FRONTEND_NAMES | {n for n, _ in TsCounters.NAMES}
+        self.handler_metrics = HandlerMetrics(spec, auto_detect, mode, reserved)
 
     def for_model(self, name: str, version: str) -> ModelMetrics:
         """The figures of one model version (exported until it is closed)."""
@@ -327,83 +327,31 @@ class ServerMetrics:
         *,
         host: HostFigures | None = None,
         worker_loads: Sequence[tuple[str, float]] = (),
+        worker_thread_ms: float | None = None,
     ) -> bytes:
         """The Prometheus text exposition (only the metrics in `names` when given).
 
-        `host` and `worker_loads` (executor name, load ms) are read by the caller at scrape time.
+        `host`, `worker_loads` (executor name, load ms) and `worker_thread_ms` (the newest
+        batch's time outside its handler) are read by the caller at scrape time.
         """
         registry = self.registry.restricted_registry(names) if names else self.registry
-        frontend = render_frontend(self.statuses, self.queue_time_ms, worker_loads, host, names)
-        return self.ts.render(names) + frontend + generate_latest(registry)
-
-
-class HandlerMetrics:
-    """The sink for `context.metrics` calls: one Prometheus metric per name, made on first use."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._lock = threading.Lock()
-        self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
-        self._refused: set[str] = set()
-        # (name, dimensions) -> the labelled child: handlers record per batch, often the same
-        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
-
-    def record(
-        self,
-        name: str,
-        unit: str,
-        metric_type: MetricTypes,
-        dimensions: Sequence[tuple[str, str]],
-        value: float,
-    ) -> None:
-        if _model_metrics_log.isEnabledFor(logging.INFO):  # model_metrics.log (log_files)
-            short = _LOG_UNITS.get(unit, unit)  # TorchServe's model_metrics.log says `ms`
-            _model_metrics_log.info("%s", metric_line(name, short, value, dimensions))
-        key = (name, tuple(dimensions))
-        child = self._children.get(key)
-        if child is None:
-            labels = (*(n for n, _ in dimensions), "Hostname")
-            metric = self._metric(name, unit, metric_type, labels)
-            if metric is None:
-                return
-            child = metric.labels(*(v for _, v in dimensions), HOSTNAME)
-            self._children[key] = child
-        if metric_type is MetricTypes.COUNTER:
-            child.inc(value)
-        elif metric_type is MetricTypes.GAUGE:
-            child.set(value)
-        else:
-            child.observe(value)
-
-    def _metric(
-        self, name: str, unit: str, metric_type: MetricTypes, labels: tuple[str, ...]
-    ) -> Any:
-        with self._lock:
-            known = self._metrics.get(name)
-            if known is not None:
-                metric, known_labels = known
-                if known_labels == labels:
-                    return metric
-                self._refuse(name, f"labels {labels} differ from the first use {known_labels}")
-                return None
-            if name in self._refused:
-                return None
-            kind = {MetricTypes.COUNTER: Counter, MetricTypes.GAUGE: Gauge}.get(
-                metric_type, Histogram
-            )
-            doc = f"Torchserve prometheus {metric_type.value} metric with unit: {unit}"
-            try:
-                metric = kind(name, doc, labels, registry=self._registry)
-            except ValueError as exc:
-                self._refuse(name, str(exc))
-                return None
-            self._metrics[name] = (metric, labels)
-            return metric
-
-    def _refuse(self, name: str, reason: str) -> None:
-        if name not in self._refused:
-            self._refused.add(name)
-            logger.warning("Handler metric %r is not exported: %s", name, reason)
+        ours = generate_latest(registry)
+        if self.mode == "log":
+            return ours
+        ts = self.ts.render(names, self.declared)
+        if self.mode == "legacy":
+            return ts + ours
+        frontend = render_frontend(
+            self.statuses,
+            self.queue_time_ms,
+            worker_loads,
+            host,
+            names,
+            worker_thread_ms=worker_thread_ms,
+            declared=self.declared,
+            rendered_elsewhere=[n for n, _ in TsCounters.NAMES],
+        )
+        return ts + frontend + self.handler_metrics.render(names) + ours
 
 
 async def watch_loop_lag(metrics: ServerMetrics, interval: float = 0.05) -> None:

@@ -2,15 +2,19 @@
 
 - `Requests2XX`, `Requests4XX`, `Requests5XX`: responses of the inference and management APIs
   by status class (counters).
-- `QueueTime` (the last request's queue time) and `WorkerLoadTime` (per executor, start to
-  loaded), in milliseconds.
+- `QueueTime` (the last request's queue time), `WorkerThreadTime` (the last batch's time in
+  its executor outside the handler: building the handler's inputs, reading its outputs) and
+  `WorkerLoadTime` (per executor, start to loaded), in milliseconds.
 - The host: `CPUUtilization`, `MemoryUtilization`, `MemoryUsed`, `MemoryAvailable`,
   `DiskUsage`, `DiskAvailable`, `DiskUtilization` (from psutil, the library TorchServe reads
   them with, at scrape time, for the root filesystem; CPU since the previous scrape), and per
   GPU `GPUMemoryUtilization`, `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
 
 Labels and HELP texts are TorchServe's (`Level="Host"`, `Hostname`, `WorkerName`, `DeviceId`).
-Rendered by hand, like the `ts_*` counters, so the names carry no suffix.
+Rendered by hand, like the `ts_*` counters, so the names carry no suffix. With a metrics.yaml
+(`metrics_config`) only its `ts_metrics` are rendered, with their declared units, and each
+declared family is listed even without a value (a GPU gauge on a host with no GPU), as
+TorchServe lists them.
 """
 
 from __future__ import annotations
@@ -20,28 +24,53 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
-from serve.telemetry.log_files import TS_METRICS, metric_line
+from serve.config.metrics import MetricDecl
 
 HOSTNAME = socket.gethostname()
 _CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
-_HOST_LEVEL = (("Level", "Host"),)
-_ts_metrics_log = logging.getLogger(TS_METRICS)
 MB = 1024 * 1024
 GB = 1024 * MB
+ts_metrics_log = logging.getLogger("TS_METRICS")  # TorchServe's log4j logger name
+_CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
+
+
+class FrontendLog:
+    """`metrics_mode: log|legacy`: frontend metrics as TorchServe's ts_metrics.log lines.
+
+    `Requests2XX.Count:1.0|#Level:Host|#hostname:<h>,timestamp:<s>`; only declared metrics
+    when a metrics.yaml declares them.
+    """
+
+    def __init__(self, declared: Mapping[str, MetricDecl] | None) -> None:
+        self._declared = declared
+
+    def emit(self, name: str, unit: str, dimensions: str, value: float) -> None:
+        """Log one value; `dimensions` is `Name:value,...` without the hostname."""
+        if self._declared is not None:
+            decl = self._declared.get(name)
+            if decl is None:
+                return
+            unit = decl.unit
+        ts_metrics_log.info(
+            "%s.%s:%r|#%s|#hostname:%s,timestamp:%d",
+            name, unit, float(value), dimensions, HOSTNAME, int(time.time()),
+        )  # fmt: skip
 
 
 class StatusCounts:
     """Responses by status class; `add` is on the request path, so it is one increment."""
 
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "log")
 
-    def __init__(self) -> None:
+    def __init__(self, log: FrontendLog | None = None) -> None:
         self.counts = [0, 0, 0]  # 2XX, 4XX, 5XX
+        self.log = log
 
     def add(self, status: int) -> None:
         """Count one response (1XX and 3XX are not counted, as in TorchServe)."""
@@ -54,8 +83,8 @@ class StatusCounts:
         else:
             return
         self.counts[index] += 1
-        if _ts_metrics_log.isEnabledFor(logging.INFO):  # ts_metrics.log (serve.telemetry.log_files)
-            _ts_metrics_log.info("%s", metric_line(_CLASSES[index], "Count", 1.0, _HOST_LEVEL))
+        if self.log is not None:
+            self.log.emit(_CLASSES[index], "Count", "Level:Host", 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,29 +194,60 @@ def _physical_indices(count: int) -> list[int]:
 # --- rendering --------------------------------------------------------------------------------
 
 
+# every frontend metric this module renders (a handler metric may not take these names)
+NAMES = frozenset(
+    {
+        "Requests2XX", "Requests4XX", "Requests5XX", "QueueTime", "WorkerThreadTime",
+        "WorkerLoadTime", "CPUUtilization", "MemoryUsed", "MemoryAvailable", "MemoryUtilization",
+        "DiskUsage", "DiskAvailable", "DiskUtilization", "GPUMemoryUtilization", "GPUMemoryUsed",
+        "GPUUtilization",
+    }
+)  # fmt: skip
+
+
 def render(
     statuses: StatusCounts,
     queue_time_ms: float | None,
     worker_loads: Sequence[tuple[str, float]],
     host: HostFigures | None,
     names: Sequence[str] = (),
+    *,
+    worker_thread_ms: float | None = None,
+    declared: Mapping[str, MetricDecl] | None = None,
+    rendered_elsewhere: Collection[str] = (),
 ) -> bytes:
-    """The text exposition of these metrics (only `names` when given)."""
+    """The text exposition of these metrics (only `names` when given).
+
+    `declared`: metrics.yaml's ts_metrics; then only those are rendered, each at least with its
+    HELP and TYPE lines (`rendered_elsewhere` names the declared ones another module renders).
+    """
     host_label = f'Level="Host",Hostname="{_escape(HOSTNAME)}"'
     out: list[str] = []
+    listed: set[str] = set()
 
-    def family(name: str, kind: str, unit: str, samples: list[tuple[str, float]]) -> None:
-        if (names and name not in names) or not samples:
-            return
+    def header(name: str, kind: str, unit: str) -> None:
+        listed.add(name)
         out.append(f"# HELP {name} Torchserve prometheus {kind} metric with unit: {unit}")
         out.append(f"# TYPE {name} {kind}")
+
+    def family(name: str, kind: str, unit: str, samples: list[tuple[str, float]]) -> None:
+        if names and name not in names:
+            return
+        if declared is not None:
+            if name not in declared:
+                return
+            unit = declared[name].unit
+        elif not samples:
+            return
+        header(name, kind, unit)
         out.extend(f"{name}{{{labels}}} {float(value)!r}" for labels, value in samples)
 
-    classes = ("Requests2XX", "Requests4XX", "Requests5XX")
-    for name, count in zip(classes, statuses.counts, strict=True):
+    for name, count in zip(_CLASSES, statuses.counts, strict=True):
         family(name, "counter", "Count", [(host_label, count)])
     if queue_time_ms is not None:
         family("QueueTime", "gauge", "Milliseconds", [(host_label, queue_time_ms)])
+    if worker_thread_ms is not None:
+        family("WorkerThreadTime", "gauge", "Milliseconds", [(host_label, worker_thread_ms)])
     family(
         "WorkerLoadTime",
         "gauge",
@@ -226,6 +286,9 @@ def render(
             "Percent",
             [(lb, g.utilization_percent) for lb, g in gpu_labels],
         )
+    for name, decl in (declared or {}).items():
+        if name not in listed and name not in rendered_elsewhere and (not names or name in names):
+            header(name, decl.kind, decl.unit)
     return ("\n".join(out) + "\n").encode() if out else b""
 
 

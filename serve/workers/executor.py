@@ -56,6 +56,8 @@ class Executor:
         self.retiring = False
         self.started_at = datetime.now(UTC)
         self.load_seconds: float | None = None
+        self.thread_seconds: float | None = None  # the last batch's time outside the handler
+        self.thread_at = 0.0  # when it was measured (the newest executor's is exported)
         self.signature: Signature | None = None  # what a tensor handler declares, once loaded
         self._spec = spec
         self._budget = budget
@@ -143,9 +145,13 @@ class Executor:
                 if backend_log.isEnabledFor(logging.INFO):
                     backend_log.info("Backend received inference at: %d", int(time.time()))
                 started = time.perf_counter()
+                service.handler_seconds = 0.0
                 result = self._predict(service, stream, live)
                 seconds = time.perf_counter() - started
                 policy.observe(seconds)
+                # TorchServe's WorkerThreadTime: the batch's time outside the handler
+                self.thread_seconds = max(0.0, seconds - service.handler_seconds)
+                self.thread_at = time.monotonic()
             if live is not batch:
                 result = _spread(batch, live, result)
             self._post(self._on_complete, self, batch, result, seconds)

@@ -1,1 +1,5 @@
 """`ts.handler_utils`."""
+
+from handlers.micro_batching import MicroBatching
+
+__all__ = ["MicroBatching"]
