@@ -51,7 +51,9 @@ class Workdir:
         self.tmp = root / "tmp"
         self.tmp.mkdir()
         self.ports = addresses()
-        (root / "config.properties").write_text(properties(self.ports, ""))
+        # TorchServe's default metrics_mode: its metric log lines go to ts_metrics.log and
+        # model_metrics.log (ours is prometheus, which writes no metric lines)
+        (root / "config.properties").write_text(properties(self.ports, "metrics_mode=log\n"))
         self.out = root / "command-0.out"
         self._runs = 0
         self.env = {**serve_env(), "TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1"}

@@ -33,7 +33,7 @@ DEFAULT_FOLDER = "logs"
 
 BACKEND = "serve.backend"  # per-batch backend lines, TorchServe's MODEL_LOG
 TS_METRICS = "TS_METRICS"  # TorchServe's log4j logger names
-MODEL_METRICS = "serve.telemetry.handler_metrics"
+MODEL_METRICS = "MODEL_METRICS"
 # loggers of the server itself; any other logger is a handler's (or its libraries')
 _SERVER_LOGGERS = ("serve", "aiohttp", "grpclib", "asyncio", "uvloop", "concurrent", "py.")
 _HOSTNAME = socket.gethostname()
