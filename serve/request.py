@@ -182,8 +182,3 @@ def request_id_for(given: str | None) -> str:
     if given is not None and _CLIENT_ID.match(given):
         return given
     return new_request_id()
-
-
-def usable_client_id(given: str | None) -> str | None:
-    """The client's request id when `request_id_for` would take it, else None."""
-    return given if given is not None and _CLIENT_ID.match(given) else None
