@@ -90,6 +90,7 @@ class TensorRequest:
     inputs: tuple[WireTensor, ...]
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()  # the outputs asked for by name (none: all of them)
 
 
 @dataclass(frozen=True, slots=True)

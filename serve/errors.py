@@ -21,6 +21,9 @@ class ServeError(Exception):
         if status is not None:
             self.status = status
         self.headers = headers or {}
+        # the model version chosen before it was raised (set by serve.api.infer): REST
+        # answers it as X-Model-Version, gRPC as trailing x-model-version
+        self.model_version: str | None = None
 
     def body(self) -> dict[str, object]:
         """The JSON error body TorchServe clients parse."""

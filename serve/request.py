@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import re
 import time
 import uuid
 
@@ -25,29 +27,38 @@ class InferenceRequest:
     rows of a tensor request; 1 for TorchServe's own APIs): the batcher counts them against
     batch_size. `kind` names the protocol (handlers.wire): a batch holds one kind only, and
     `payload` carries that protocol's parsed body.
+
+    `client_headers` are what the client sent (REST headers, gRPC metadata); the handler's
+    flags (`explain`, `url_path`, `sequence_id`, a shadow copy, a describe call) are typed
+    fields, turned into TorchServe's request headers by `headers` alone.
     """
 
     __slots__ = (
         "arrival",
+        "client_headers",
         "deadline",
+        "describe",
         "dispatched",
+        "explain",
         "future",
-        "headers",
         "items",
         "kind",
         "params",
         "payload",
         "request_id",
+        "sequence_id",
+        "shadow",
         "solo",
         "stream",
         "timer",
+        "url_path",
     )
 
     def __init__(
         self,
         request_id: str,
         params: tuple[Param, ...],
-        headers: tuple[tuple[str, str], ...],
+        client_headers: tuple[tuple[str, str], ...],
         loop: asyncio.AbstractEventLoop,
         *,
         solo: bool = False,
@@ -55,20 +66,66 @@ class InferenceRequest:
         kind: int = 0,
         payload: object = None,
         items: int = 1,
+        explain: bool = False,
+        url_path: str = "",
+        sequence_id: str | None = None,
+        describe: bool = False,
+        shadow: bool = False,
     ) -> None:
         self.request_id = request_id
         self.params = params
-        self.headers = headers
+        self.client_headers = client_headers
         self.solo = solo
         self.kind = kind
         self.payload = payload
         self.items = items
+        self.explain = explain
+        self.url_path = url_path
+        self.sequence_id = sequence_id
+        self.describe = describe
+        self.shadow = shadow
         self.arrival = time.monotonic()
         self.dispatched = 0.0  # set when the batcher hands it to an executor
         self.future: asyncio.Future[Output] = loop.create_future()
         self.stream: asyncio.Queue[Output | ServeError] | None = None
         self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """The request headers a handler sees: the client's, then TorchServe's flag headers
+        (read on the executor thread; the flags win over a client header of the same name)."""
+        flags = [("explain", "True" if self.explain else "False"), ("url_path", self.url_path)]
+        if self.describe:
+            flags.append(("describe", "True"))
+        if self.sequence_id:
+            flags.append((SEQUENCE_HEADER, self.sequence_id))
+        if self.shadow:
+            flags.append(SHADOW_HEADER)
+        return (*self.client_headers, *flags)
+
+    def copy(self, params: tuple[Param, ...], payload: object) -> InferenceRequest:
+        """A shadow copy: a new id and future, `params` and `payload` of its own, no deadline."""
+        return InferenceRequest(
+            new_request_id(),
+            params,
+            self.client_headers,
+            self.future.get_loop(),
+            kind=self.kind,
+            payload=payload,
+            items=self.items,
+            explain=self.explain,
+            url_path=self.url_path,
+            sequence_id=self.sequence_id,
+            shadow=True,
+        )
+
+    @classmethod
+    def describe_call(cls, loop: asyncio.AbstractEventLoop) -> InferenceRequest:
+        """The describe request management sends a handler's describe_handle() (TorchServe
+        sends it alone: the handler answers for the whole batch)."""
+        body = (Param("body", "", bytearray()),)
+        return cls(new_request_id(), body, (), loop, solo=True, describe=True)
 
     @property
     def done(self) -> bool:
@@ -98,6 +155,10 @@ class InferenceRequest:
             self.timer = None
 
 
+# TorchServe's header for a request's sequence id (gRPC `sequence_id`), renamable as there
+SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
+SHADOW_HEADER = ("x-shadow", "true")  # marks a shadow copy for its handler
+
 # Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.
 # Unique within the process (and the prefix differs between processes), for the price of an
 # f-string rather than reading os.urandom on every request.
@@ -108,3 +169,16 @@ _ids = itertools.count()
 def new_request_id() -> str:
     """A fresh request id."""
     return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
+
+
+# what a client may choose as its request id: printable ASCII without spaces, as it reaches
+# the access log and the response headers unchanged
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def request_id_for(given: str | None) -> str:
+    """The one request-id rule of every door: the client's x-request-id when it is usable
+    (REST header or gRPC metadata), else a fresh id."""
+    if given is not None and _CLIENT_ID.match(given):
+        return given
+    return new_request_id()

@@ -1,6 +1,8 @@
-"""KServe v1 and the Open Inference Protocol (REST and gRPC) get what /predictions gets:
-routing by the model's traffic split (sticky by the routing key), shadow copies, the
-`X-Model-Version` answer, and request deadlines; metadata and readiness ignore the split."""
+"""Every inference door is one path. The same call reaches the handler alike through each
+door (inputs, client headers, request id), errors and deadlines behave alike, and KServe v1
+and the Open Inference Protocol (REST and gRPC) get what /predictions gets: routing by the
+model's traffic split (sticky by the routing key), shadow copies, the `X-Model-Version`
+answer, and request deadlines; metadata and readiness ignore the split."""
 
 from __future__ import annotations
 
@@ -352,3 +354,225 @@ def test_openapi_declares_the_timeout_and_routing_headers_on_the_new_inference_p
         "/v2/models/{model_name}/versions/{model_version}/explain",
     ):
         assert headers(path) == {"X-Request-Timeout"}, path  # a named version is not routed
+
+
+# --- the same call through every inference door --------------------------------------------
+
+# Records what it saw of each entry (its value, request id and headers) in
+# <store>/witness.seen; 13 fails in the handler, 99 takes longer than the tests' deadline.
+WITNESS = """
+    import json
+    import os
+    import time
+
+    def _value(row):
+        if isinstance(row, dict):
+            row = row.get("body", row.get("data"))
+        if isinstance(row, (bytes, bytearray)):
+            row = row.decode()
+        if isinstance(row, list):
+            (row,) = row
+        return float(row)
+
+    def handle(data, context):
+        if data is None:
+            return None
+        seen = os.path.join(os.path.dirname(context.system_properties["model_dir"]), "witness")
+        out = []
+        for idx, row in enumerate(data):
+            value = _value(row)
+            headers = context.get_all_request_header(idx)
+            with open(seen + ".seen", "a") as f:
+                f.write(json.dumps({
+                    "value": value,
+                    "request_id": context.get_request_id(idx),
+                    "x-parity": headers.get("x-parity"),
+                    "explain": headers.get("explain"),
+                    "url_path": headers.get("url_path"),
+                }) + "\\n")
+            if value == 13:
+                raise ValueError("unlucky thirteen")
+            if value == 99:
+                time.sleep(0.6)
+            is_ts = isinstance(row, dict) and "body" in row
+            out.append("ok" if is_ts else row)
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def witness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("witness")
+    store = root / "store"
+    store.mkdir()
+    model_folder(store, "witness", WITNESS, name="witness", version="1.0")
+    config = server_config(
+        store,
+        load_models=["witness"],
+        models={"witness": {"1.0": {"batch_size": 1, "max_workers": 1}}},
+    )
+    server = Server(root, config)
+    server.start()
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+def _seen(server: Server) -> list[dict[str, Any]]:
+    path = Path(server.config["model_store"]) / "witness.seen"
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return [json.loads(line) for line in lines]
+
+
+REST_DOORS = {
+    "predictions": ("/predictions/witness", "ts"),
+    "invocations": ("/invocations?model_name=witness", "ts"),
+    "invoke": ("/models/witness/invoke", "ts"),
+    "legacy": ("/witness/predict", "ts"),
+    "kserve v1": ("/v1/models/witness:predict", "v1"),
+    "oip rest": ("/v2/models/witness/infer", "v2"),
+}
+GRPC_DOORS = ("Predictions", "StreamPredictions", "StreamPredictions2", "ModelInfer")
+
+
+def _rest(
+    server: Server, path: str, shape: str, value: float, headers: dict[str, str]
+) -> tuple[int, dict[str, str], Any]:
+    body: Any = {"ts": str(value), "v1": {"instances": [value]}, "v2": v2_body(value)}[shape]
+
+    async def one() -> tuple[int, dict[str, str], Any]:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.post(
+                server.inference + path,
+                data=body if shape == "ts" else None,
+                json=None if shape == "ts" else body,
+                headers=headers,
+            ) as response,
+        ):
+            raw = await response.read()
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, raw
+
+    status, got, raw = run(one())
+    try:
+        return status, got, json.loads(raw)
+    except ValueError:
+        return status, got, raw.decode()
+
+
+def _grpc(
+    server: Server, door: str, value: float, metadata: tuple[tuple[str, str], ...], **kw: Any
+) -> tuple[Any, dict[str, str]]:
+    """The reply of one gRPC door and its trailing metadata; raises grpc.RpcError."""
+    from tests.grpc_server import grpcio_stubs
+
+    with grpc.insecure_channel(server.grpc_inference) as channel:
+        if door == "ModelInfer":
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            reply, call = stub.ModelInfer.with_call(
+                grpc_request("witness", value), metadata=metadata, **kw
+            )
+            return reply, dict(call.trailing_metadata())
+        ts = _TS_STUBS.setdefault("pb", grpcio_stubs(Path(server.config["model_store"]).parent))
+        inference = ts["inference_pb2"]
+        request = inference.PredictionsRequest(
+            model_name="witness", input={"body": str(value).encode()}
+        )
+        ts_stub = ts["inference_pb2_grpc"].InferenceAPIsServiceStub(channel)
+        if door == "Predictions":
+            reply, call = ts_stub.Predictions.with_call(request, metadata=metadata, **kw)
+            return reply, dict(call.trailing_metadata())
+        if door == "StreamPredictions":
+            call = ts_stub.StreamPredictions(request, metadata=metadata, **kw)
+            replies = list(call)
+            return replies[-1], dict(call.trailing_metadata())
+        call = ts_stub.StreamPredictions2(iter([request]), metadata=metadata, **kw)
+        (reply,) = list(call)
+        return reply, dict(call.trailing_metadata())
+
+
+_TS_STUBS: dict[str, Any] = {}
+
+
+def test_every_door_hands_the_handler_the_same_call(witness: Server) -> None:
+    """Same value, same client header, the client's request id, and the same flags."""
+    _seen(witness)
+    expected = {"value": 7.0, "x-parity": "same", "explain": "False", "url_path": ""}
+    for door, (path, shape) in REST_DOORS.items():
+        rid = f"rest-{door.replace(' ', '-')}"
+        headers = {"x-parity": "same", "x-request-id": rid}
+        status, got, body = _rest(witness, path, shape, 7, headers)
+        assert status == 200, (door, body)
+        assert (got["x-model-version"], got["x-request-id"]) == ("1.0", rid), door
+        (seen,) = _seen(witness)
+        assert seen == {**expected, "request_id": rid}, door
+    for door in GRPC_DOORS:
+        rid = f"grpc-{door}"
+        _, trailers = _grpc(witness, door, 7, (("x-parity", "same"), ("x-request-id", rid)))
+        if door != "StreamPredictions2":  # its requests may name different models
+            assert trailers["x-model-version"] == "1.0", door
+        (seen,) = _seen(witness)
+        assert seen == {**expected, "request_id": rid}, door
+
+
+def test_without_a_client_id_each_door_makes_one_and_the_handler_sees_it(
+    witness: Server,
+) -> None:
+    _seen(witness)
+    for door, (path, shape) in REST_DOORS.items():
+        status, got, _ = _rest(witness, path, shape, 7, {"x-request-id": "has space"})
+        assert status == 200, door
+        (seen,) = _seen(witness)
+        assert seen["request_id"] == got["x-request-id"] != "has space", door
+    ids = set()
+    for door in GRPC_DOORS:
+        _grpc(witness, door, 7, ())
+        (seen,) = _seen(witness)
+        assert seen["request_id"], door
+        ids.add(seen["request_id"])
+    assert len(ids) == len(GRPC_DOORS)  # a fresh id per call
+
+
+def test_an_error_in_the_handler_names_the_version_on_every_door(witness: Server) -> None:
+    messages = set()
+    for door, (path, shape) in REST_DOORS.items():
+        status, got, body = _rest(witness, path, shape, 13, {})
+        assert status >= 500, (door, body)
+        assert got["x-model-version"] == "1.0", door
+        # TorchServe's paths answer {"code", "type", "message"}, KServe's {"error"}
+        messages.add(body["message"] if shape == "ts" else body["error"])
+    grpc_messages = set()
+    for door in ("Predictions", "StreamPredictions", "ModelInfer"):
+        with pytest.raises(grpc.RpcError) as raised:
+            _grpc(witness, door, 13, ())
+        assert raised.value.code() != grpc.StatusCode.OK
+        assert dict(raised.value.trailing_metadata())["x-model-version"] == "1.0", door
+        grpc_messages.add(raised.value.details())
+    reply, _ = _grpc(witness, "StreamPredictions2", 13, ())
+    assert reply.status.code != 0  # answered in band, so the stream goes on
+    grpc_messages.add(reply.status.message)
+    assert len(messages) == 1, messages  # the same error, whatever the door
+    assert grpc_messages == messages
+    _seen(witness)
+
+
+def test_a_deadline_bounds_the_call_the_same_way_on_every_door(witness: Server) -> None:
+    for door, (path, shape) in REST_DOORS.items():
+        status, got, body = _rest(witness, path, shape, 99, {"X-Request-Timeout": "200"})
+        assert (status, got["x-model-version"]) == (504, "1.0"), (door, body)
+        message = body["message"] if shape == "ts" else body["error"]
+        assert "200 ms (the X-Request-Timeout header)" in message, door
+        status, got, body = _rest(witness, path, shape, 7, {"X-Request-Timeout": "0"})
+        assert (status, got["x-model-version"]) == (400, "1.0"), (door, body)
+        message = body["message"] if shape == "ts" else body["error"]
+        assert "X-Request-Timeout" in message, door
+    for door in GRPC_DOORS:
+        if door == "StreamPredictions2":
+            reply, _ = _grpc(witness, door, 99, (), timeout=0.2)
+            assert reply.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], door
+            continue
+        with pytest.raises(grpc.RpcError) as raised:
+            _grpc(witness, door, 99, (), timeout=0.2)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, door
+    _seen(witness)

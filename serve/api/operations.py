@@ -15,13 +15,12 @@ from typing import Any
 
 import orjson
 
-from handlers.messages import Param
 from serve.api.params import bool_param, float_param, int_param, str_param
 from serve.config import MAX_WORKERS, Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.registry import RegisterParams, Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
-from serve.request import InferenceRequest, new_request_id
+from serve.request import InferenceRequest
 from serve.routing.split import InvalidSplit, Split
 
 MAX_PAGE = 100
@@ -36,15 +35,6 @@ class Reply:
 
     message: str
     status: int = 200
-
-
-def healthy(registry: Registry) -> bool:
-    """TorchServe's health: False when a model has fewer live workers than its minimum."""
-    return all(
-        len(version.pool.live) >= version.min_workers
-        for model in registry.models.values()
-        for version in model.versions.values()
-    )
 
 
 def list_models(registry: Registry, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,10 +105,7 @@ async def describe(
 ) -> list[dict[str, Any]]:
     """Describe the default version, one version, or `all` versions."""
     customized = bool_param(params, "customized", False)
-    if version == "all":
-        versions = registry.versions(name)
-    else:
-        versions = [registry.get(name, version, routed=False)]
+    versions = registry.versions(name) if version == "all" else [registry.version(name, version)]
     split = registry.traffic(name)
     bodies = []
     for v in versions:
@@ -138,13 +125,7 @@ async def _customized(version: ModelVersion) -> Any:
             f'Model "{version.name}" has no worker to serve describe request. '
             "Please use scale workers API to add workers."
         )
-    job = InferenceRequest(
-        new_request_id(),
-        (Param("body", "", bytearray()),),
-        (("describe", "True"),),
-        asyncio.get_running_loop(),
-        solo=True,  # TorchServe sends describe jobs alone: the handler answers for the batch
-    )
+    job = InferenceRequest.describe_call(asyncio.get_running_loop())
     version.batcher.submit(job)
     output = await job.future
     try:
@@ -158,7 +139,7 @@ async def scale(
 ) -> Reply:
     """Set a version's worker count (min_worker, max_worker); synchronous waits for it."""
     version_name = version or str_param(params, "model_version")
-    found = registry.get(name, version_name, routed=False)
+    found = registry.version(name, version_name)
     min_workers = int_param(params, "min_worker", minimum=0, maximum=MAX_WORKERS)
     min_workers = 1 if min_workers is None else min_workers
     max_workers = int_param(params, "max_worker", minimum=0, maximum=MAX_WORKERS)
@@ -201,7 +182,7 @@ def get_traffic(registry: Registry, name: str) -> dict[str, Any]:
     """The model's split as set; without one, its default version at weight 100."""
     split = registry.traffic(name)
     if split is None:
-        return {registry.get(name, routed=False).version: 100}
+        return {registry.version(name).version: 100}
     return split.to_dict()
 
 
@@ -221,5 +202,5 @@ def clear_traffic(registry: Registry, name: str) -> Reply:
     """Send unversioned traffic to the default version alone."""
     registry.clear_traffic(name)
     registry.changed()
-    default = registry.get(name, routed=False).version
+    default = registry.version(name).version
     return Reply(f'Traffic split removed for model "{name}": version {default} takes all')

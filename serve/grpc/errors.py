@@ -2,7 +2,8 @@
 
 `grpc_status` maps a ServeError's HTTP status to a gRPC code exactly as TorchServe's
 GRPCUtils does, except 405 (a disabled model API), which is PERMISSION_DENIED as TorchServe's
-gRPC management API answers it. `guarded` applies the mapping to a whole RPC.
+gRPC management API answers it. `guarded` applies the mapping to a whole RPC, and names the
+model version an error was raised for in the trailing `x-model-version`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from serve.errors import ServeError
+from serve.grpc.common import MODEL_VERSION
 from serve.grpc.gen.google.rpc import Status as RpcStatus
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,15 @@ def guarded(rpc: Rpc, name: str) -> Rpc:
         try:
             await rpc(stream)
         except ServeError as error:
+            if error.model_version is not None and not stream._send_trailing_metadata_done:
+                # the error names the version chosen (serve.api.infer): grpclib's own error
+                # trailers carry no metadata, so these are sent here; the GRPCError raised
+                # next only tells the access log the status
+                await stream.send_trailing_metadata(
+                    status=grpc_status(error.status),
+                    status_message=error.message,
+                    metadata={MODEL_VERSION: error.model_version},
+                )
             raise grpc_error(error) from error
         except (GRPCError, StreamTerminatedError, TimeoutError):
             raise

@@ -9,16 +9,18 @@ NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpclib.const
 import grpclib.server
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.api.oip import model_metadata, run_infer, server_metadata, server_ready
-from serve.errors import BadRequest, ServeError
-from serve.grpc.errors import grpc_error, grpc_status
+from serve.api.health import server_ready
+from serve.api.infer import Call, infer
+from serve.api.oip import answer_tensors, model_metadata, server_metadata
+from serve.deadline import GRPC_SOURCE
+from serve.errors import BadRequest
+from serve.grpc.common import CALL, MODEL_VERSION, metadata_value
 from serve.grpc.gen.inference import (
     GrpcInferenceServiceBase,
     InferParameter,
@@ -43,11 +45,9 @@ from serve.grpc.gen.inference import (
     ServerReadyRequest,
     ServerReadyResponse,
 )
-from serve.grpc.inference import MODEL_VERSION, call_deadline
 from serve.models import tensors
 from serve.models.registry import Registry
 from serve.models.version import ModelVersion
-from serve.request import new_request_id
 
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
 InferStream = grpclib.server.Stream[ModelInferRequest, ModelInferResponse]
@@ -84,22 +84,44 @@ class OipService(GrpcInferenceServiceBase):
     async def _model_infer(self, stream: InferStream) -> None:
         """ModelInfer served from the stream: the routing key comes from the call's metadata,
         and the trailing metadata names the version that answered (`x-model-version`), on
-        errors too once a version was chosen."""
+        errors too once a version was chosen (serve.grpc.errors)."""
         message = await stream.recv_message()
         assert message is not None  # grpclib ends a unary call without a message itself
-        key = stream.metadata.get(self._routing_header) if stream.metadata else None
-        key = key if isinstance(key, str) and not message.model_version else None
-        version = self._version(message.model_name, message.model_version, key, routed=True)
-        trailer = {MODEL_VERSION: version.version}
-        try:
-            response = await self._infer(version, message)
-        except ServeError as error:
-            await stream.send_trailing_metadata(
-                status=grpc_status(error.status), status_message=error.message, metadata=trailer
-            )
-            raise grpc_error(error) from error  # for the access log: the trailers are sent
+        if not message.model_name:
+            raise BadRequest("The model name is required")
+        info = CALL.get()
+
+        async def payload() -> TensorRequest:  # parsed once the version is chosen
+            return _payload(message)
+
+        call = Call(
+            model=message.model_name,
+            version=message.model_version or None,
+            routing_key=metadata_value(info, self._routing_header),
+            payload=payload,
+            client_request_id=info.request_id,
+            headers=info.headers,
+            call_timeout=info.timeout(),
+            timeout_source=GRPC_SOURCE,
+        )
+        answer = await infer(self._registry, call)
+        wanted = [output.name for output in message.outputs]
+        outputs = await answer_tensors(answer, wanted)
+        version = answer.version
+        response = ModelInferResponse(
+            model_name=version.name,
+            model_version=version.version,
+            id=message.id,
+            outputs=[
+                ModelInferResponseInferOutputTensor(
+                    name=t.name, datatype=t.datatype, shape=list(t.shape)
+                )
+                for t in outputs
+            ],
+            raw_output_contents=[bytes(tensors.raw_bytes(t)) for t in outputs],
+        )
         await stream.send_message(response)
-        await stream.send_trailing_metadata(metadata=trailer)
+        await stream.send_trailing_metadata(metadata={MODEL_VERSION: version.version})
 
     async def server_live(self, message: ServerLiveRequest) -> ServerLiveResponse:
         """The server answers: it is live."""
@@ -131,32 +153,6 @@ class OipService(GrpcInferenceServiceBase):
             outputs=[ModelMetadataResponseTensorMetadata(**t) for t in body["outputs"]],
         )
 
-    async def model_infer(self, message: ModelInferRequest) -> ModelInferResponse:
-        """One inference request through the version's batcher; outputs as raw contents."""
-        version = self._version(message.model_name, message.model_version, routed=True)
-        return await self._infer(version, message)
-
-    async def _infer(self, version: ModelVersion, message: ModelInferRequest) -> ModelInferResponse:
-        url_version = message.model_version or None
-        started = time.monotonic()
-        deadline = call_deadline(started, self._registry.config.max_request_time)
-        payload = _payload(message)
-        wanted = [output.name for output in message.outputs]
-        rid = new_request_id()
-        outputs = await run_infer(version, payload, wanted, (), rid, url_version, started, deadline)
-        return ModelInferResponse(
-            model_name=version.name,
-            model_version=version.version,
-            id=message.id,
-            outputs=[
-                ModelInferResponseInferOutputTensor(
-                    name=t.name, datatype=t.datatype, shape=list(t.shape)
-                )
-                for t in outputs
-            ],
-            raw_output_contents=[bytes(tensors.raw_bytes(t)) for t in outputs],
-        )
-
     async def repository_model_load(
         self, message: RepositoryModelLoadRequest
     ) -> RepositoryModelLoadResponse:
@@ -169,14 +165,11 @@ class OipService(GrpcInferenceServiceBase):
         """Not served: models are unregistered through the management API."""
         raise BadRequest("Use the management API (DELETE /models/{model}) to unregister models")
 
-    def _version(
-        self, name: str, version: str, key: str | None = None, *, routed: bool = False
-    ) -> ModelVersion:
-        """The named version; else, `routed` (inference), the split's pick for `key`, else the
-        default (metadata and readiness describe the default whatever the split)."""
+    def _version(self, name: str, version: str) -> ModelVersion:
+        """The named version, else the default (metadata and readiness ignore the split)."""
         if not name:
             raise BadRequest("The model name is required")
-        return self._registry.get(name, version or None, key, routed=routed)
+        return self._registry.version(name, version or None)
 
 
 def _payload(message: ModelInferRequest) -> TensorRequest:
@@ -199,7 +192,8 @@ def _payload(message: ModelInferRequest) -> TensorRequest:
     if len({t.name for t in parsed}) != len(parsed):
         raise BadRequest("two inputs have the same name")
     parameters = {key: _parameter(value) for key, value in message.parameters.items()}
-    return TensorRequest(tuple(parsed), message.id, parameters)
+    wanted = tuple(output.name for output in message.outputs)
+    return TensorRequest(tuple(parsed), message.id, parameters, wanted)
 
 
 def _from_contents(

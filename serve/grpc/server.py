@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import time
 from collections.abc import Mapping
@@ -27,8 +26,9 @@ from grpclib.server import Server
 from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_rpc
 from serve.config import Address, Config
+from serve.grpc.common import CALL, call_info
 from serve.grpc.errors import guarded
-from serve.grpc.inference import CALL_DEADLINE, InferenceService
+from serve.grpc.inference import InferenceService
 from serve.grpc.management import ManagementService
 from serve.grpc.oip import OipService
 from serve.grpc.transport import CoalescingServer
@@ -37,7 +37,6 @@ from serve.ports import bind_error
 from serve.telemetry.access_log import AccessLog
 
 logger = logging.getLogger(__name__)
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class Servable(Protocol):
@@ -108,7 +107,8 @@ class Gate:
                 raise GRPCError(Status.UNAUTHENTICATED, refusal)
             self._active += 1
             self._idle.clear()
-            CALL_DEADLINE.set(stream.deadline)  # this RPC's task only: a context per task
+            # this RPC's task only (a context per task); the access line reads it after
+            CALL.set(call_info(stream))
             try:
                 await rpc(stream)
             finally:
@@ -136,9 +136,9 @@ class Gate:
                 raise
             finally:
                 peer = stream.peer.addr()
-                request_id = stream.metadata.get("x-request-id") if stream.metadata else None
-                if request_id is not None and not _REQUEST_ID.match(request_id):
-                    request_id = None  # what a client sends reaches the log only if plain
+                # the request id the handler saw; none for a call refused before it ran
+                info = CALL.get(None)
+                request_id = None if info is None else info.request_id
                 access.emit(
                     access.line(
                         peer[0] if peer else None,

@@ -35,6 +35,8 @@ TOKENS = web.AppKey("tokens", Tokens)  # only when token authorization is on
 # when the guard took the request: the access log's latency (uvloop's clock counts whole ms)
 STARTED = web.RequestKey("started", float)
 
+MODEL_VERSION = "X-Model-Version"  # names the version that answered (routed or named)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KeyCheck = Callable[[str | None], bool]
 
@@ -56,9 +58,16 @@ def status_response(message: str, status: int = 200) -> web.Response:
     return json_response({"status": message}, status)
 
 
+def error_headers(error: ServeError) -> dict[str, str]:
+    """An error's response headers, with the version it was raised for (X-Model-Version)."""
+    if error.model_version is None:
+        return error.headers
+    return {**error.headers, MODEL_VERSION: error.model_version}
+
+
 def error_response(error: ServeError) -> web.Response:
     """TorchServe's `{"code", "type", "message"}` error body."""
-    return json_response(error.body(), error.status, error.headers)
+    return json_response(error.body(), error.status, error_headers(error))
 
 
 # Every handler built by json_errors: an app refuses to start with a route outside it (one

@@ -3,29 +3,25 @@
 Also TorchServe's SageMaker-style `/invocations`, `/models/{model}/invoke` and legacy
 `/{model}[/{version}]/predict` paths.
 
-A prediction reads top to bottom: resolve the model version, read the body into parameters,
-queue one InferenceRequest with the batcher, await its future, write the handler's answer
-(or stream its chunks).
+A prediction parses the request into one Call for the inference path (serve.api.infer; the
+body is read into parameters once the version is chosen) and writes the handler's answer
+(or streams its chunks).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-import time
 
 from aiohttp import web
 
 from handlers.messages import Output, Param
-from serve.api.operations import healthy
-from serve.api.predict import chunks, predict
-from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
+from serve.api.health import healthy, readiness, server_ready
+from serve.api.infer import Answer, Call, infer
+from serve.deadline import TIMEOUT_HEADER
 from serve.errors import BadRequest, InternalError, NotFound, ServeError
-from serve.http.common import CONFIG, REGISTRY, json_response, not_found
+from serve.http.common import CONFIG, MODEL_VERSION, REGISTRY, json_response, not_found
 from serve.http.inputs import read_params
 from serve.http.openapi import inference_description
-from serve.request import InferenceRequest, new_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +30,6 @@ _NO_CACHE = {
     "Pragma": "no-cache",
     "Expires": "Thu, 01 Jan 1970 00:00:00 UTC",
 }
-MODEL_VERSION = "X-Model-Version"  # names the version that answered (routed or named)
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 def routes() -> list[web.RouteDef]:
@@ -80,14 +74,10 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: 200 when every model version has its min_workers ready, else 503."""
+    """Readiness: 200 when every model version that asks for workers has them, else 503."""
     registry = request.app[REGISTRY]
-    models = {
-        f"{v.name}/{v.version}": {"ready": v.pool.ready_count, "minWorkers": v.min_workers}
-        for m in registry.models.values()
-        for v in m.versions.values()
-    }
-    all_ready = all(m["ready"] >= m["minWorkers"] for m in models.values())
+    models = readiness(registry)
+    all_ready = server_ready(registry)
     return json_response(
         {"status": "Ready" if all_ready else "Not ready", "models": models},
         200 if all_ready else 503,
@@ -96,8 +86,8 @@ async def ready(request: web.Request) -> web.Response:
 
 async def ready_model(request: web.Request) -> web.Response:
     """Per-model readiness: 200 when at least one, and min_workers, workers are ready."""
-    version = request.app[REGISTRY].get(
-        request.match_info["model"], request.match_info.get("version"), routed=False
+    version = request.app[REGISTRY].version(
+        request.match_info["model"], request.match_info.get("version")
     )
     body = {
         "modelName": version.name,
@@ -162,44 +152,35 @@ async def _infer(
     explain: bool,
     query_inputs: bool = False,
 ) -> web.StreamResponse:
-    url_version = url_version or None
-    config = request.app[CONFIG]
-    key = None if url_version else request.headers.get(config.routing_header)
-    version = request.app[REGISTRY].get(model, url_version, key)
+    registry, config = request.app[REGISTRY], request.app[CONFIG]
     if request.method == "OPTIONS":
+        registry.version(model, url_version)  # an unknown model is still a 404
         return json_response(inference_description())
-    started = time.monotonic()
-    client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
-    deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
-    try:
-        params = await read_params(request, config.max_request_size)
+
+    async def params() -> tuple[Param, ...]:
+        read = await read_params(request, config.max_request_size)
         if query_inputs and request.query:
             query = tuple(Param(k, "", bytearray(v.encode())) for k, v in request.query.items())
-            params = (*query, *params)
-        request_id = request_id_of(request)
-        headers = (
-            *request.headers.items(),
-            ("explain", "True" if explain else "False"),
-            ("url_path", request.match_info.get("path", "")),
-        )
-        job = InferenceRequest(
-            request_id, params, headers, asyncio.get_running_loop(), deadline=deadline
-        )
-        output = await predict(version, job, url_version, started)
-        if output.final:
-            return _response(output, request_id, version.version)
-        return await _stream(request, job, output, request_id, version.version)
-    except ServeError as error:  # the answer names the version even when it is an error
-        error.headers = {**error.headers, MODEL_VERSION: version.version}
-        raise
+            return (*query, *read)
+        return read
 
-
-def request_id_of(request: web.Request) -> str:
-    """The client's x-request-id when it is usable, else a fresh id."""
-    given = request.headers.get("x-request-id")
-    if given is not None and _REQUEST_ID.match(given):
-        return given
-    return new_request_id()
+    headers = request.headers
+    call = Call(
+        model=model,
+        version=url_version or None,
+        routing_key=headers.get(config.routing_header),
+        payload=params,
+        client_request_id=headers.get("x-request-id"),
+        headers=tuple(headers.items()),
+        timeout_header=headers.get(TIMEOUT_HEADER),
+        explain=explain,
+        url_path=request.match_info.get("path", ""),
+    )
+    answer = await infer(registry, call)
+    with answer.naming():
+        if answer.first.final:
+            return _response(answer.first, answer.request_id, answer.version.version)
+        return await _stream(request, answer)
 
 
 def _headers(output: Output, request_id: str, model_version: str) -> dict[str, str]:
@@ -232,19 +213,17 @@ def _response(output: Output, request_id: str, model_version: str) -> web.Respon
     return web.Response(body=output.body, status=status, reason=reason, headers=headers)
 
 
-async def _stream(
-    request: web.Request, job: InferenceRequest, first: Output, request_id: str, model_version: str
-) -> web.StreamResponse:
+async def _stream(request: web.Request, answer: Answer) -> web.StreamResponse:
     """Relay a streaming handler's chunks as one chunked HTTP response."""
-    status, reason = _status(first)
-    headers = _headers(first, request_id, model_version)
+    status, reason = _status(answer.first)
+    headers = _headers(answer.first, answer.request_id, answer.version.version)
     response = web.StreamResponse(status=status, reason=reason, headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        async for item in chunks(job, first):
+        async for item in answer.chunks():
             await response.write(item.body)
     except ServeError as error:
-        logger.warning("Request %s: stream ended by an error: %s", request_id, error.message)
+        logger.warning("Request %s: stream ended by an error: %s", answer.request_id, error.message)
     await response.write_eof()
     return response

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from serve.errors import BadRequest, InternalError, ServeError
-from serve.http.common import Handler, from_http
+from serve.http.common import Handler, error_headers, from_http
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = No
 
 def error_reply(error: ServeError) -> web.Response:
     """The OIP error body with the error's status."""
-    return json_reply({"error": error.message}, error.status, error.headers or None)
+    return json_reply({"error": error.message}, error.status, error_headers(error) or None)
 
 
 def oip_errors(handler: Handler) -> Handler:

@@ -10,20 +10,15 @@ default version. `X-Request-Timeout` bounds a request as on /predictions.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from aiohttp import web
 
-from handlers.wire import KIND_V1, Instances
-from serve.api.predict import chunks, predict
-from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
+from handlers.wire import Instances
+from serve.api.infer import Call, infer
+from serve.deadline import TIMEOUT_HEADER
 from serve.errors import BadRequest, ServeError
-from serve.http.common import CONFIG, REGISTRY
-from serve.http.inference import MODEL_VERSION, request_id_of
+from serve.http.common import CONFIG, MODEL_VERSION, REGISTRY
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
-from serve.request import InferenceRequest
 
 # TorchServe's handlers read an instance's "data" (its VisionHandler base64-decodes a string).
 V1_HINT = (
@@ -59,47 +54,44 @@ async def list_v1(request: web.Request) -> web.StreamResponse:
 
 async def ready_v1(request: web.Request) -> web.StreamResponse:
     """`{"name", "ready"}`: 200 when the default version has its minimum workers, else 503."""
-    version = request.app[REGISTRY].get(request.match_info["model"], routed=False)
+    version = request.app[REGISTRY].version(request.match_info["model"])
     return json_reply({"name": version.name, "ready": version.ready}, 200 if version.ready else 503)
 
 
 async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
     config = request.app[CONFIG]
-    key = request.headers.get(config.routing_header)
-    version = request.app[REGISTRY].get(request.match_info["model"], None, key)
-    started = time.monotonic()
-    try:
-        client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
-        deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
+
+    async def instances() -> Instances:
         raw = await read_body(request, config.max_request_size)
         body = parse_json(raw, "The body", V1_HINT)
-        instances = body.get("instances")
-        if not isinstance(instances, list) or not instances:
+        found = body.get("instances")
+        if not isinstance(found, list) or not found:
             raise BadRequest(f'The body must hold "instances": a non-empty list; {V1_HINT}')
-        rid = request_id_of(request)
-        headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
-        job = InferenceRequest(
-            rid,
-            (),
-            headers,
-            asyncio.get_running_loop(),
-            kind=KIND_V1,
-            payload=Instances(instances, explain),
-            items=len(instances),
-            deadline=deadline,
-        )
-        output = await predict(version, job, None, started)
-        if not output.final:  # the protocol answers once: wait for the handler's final answer
-            async for item in chunks(job, output):
-                output = item
+        return Instances(found, explain)
+
+    headers = request.headers
+    call = Call(
+        model=request.match_info["model"],
+        version=None,
+        routing_key=headers.get(config.routing_header),
+        payload=instances,
+        client_request_id=headers.get("x-request-id"),
+        headers=tuple(headers.items()),
+        timeout_header=headers.get(TIMEOUT_HEADER),
+        explain=explain,
+    )
+    answer = await infer(request.app[REGISTRY], call)
+    with answer.naming():
+        output = await answer.last()  # the protocol answers once
         if output.status >= 400:
             raise ServeError(output.body.decode("utf-8", errors="replace"), status=output.status)
-    except ServeError as error:  # the answer names the version even when it is an error
-        error.headers = {**error.headers, MODEL_VERSION: version.version}
-        raise
     return web.Response(
         body=output.body,
         status=output.status,
         content_type="application/json",
-        headers={"x-request-id": rid, **output.headers, MODEL_VERSION: version.version},
+        headers={
+            "x-request-id": answer.request_id,
+            **output.headers,
+            MODEL_VERSION: answer.version.version,
+        },
     )

@@ -163,5 +163,5 @@ def _reply(reply: Reply) -> web.Response:
 
 async def kserve_ready(request: web.Request) -> web.Response:
     """KServe v1 readiness of a model's default version."""
-    version = request.app[REGISTRY].get(request.match_info["model"], routed=False)
-    return json_response({"name": version.name, "ready": version.pool.ready_count > 0})
+    version = request.app[REGISTRY].version(request.match_info["model"])
+    return json_response({"name": version.name, "ready": version.ready})

@@ -11,18 +11,19 @@ and answers `X-Model-Version`; metadata and readiness describe the default versi
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from handlers.wire import TensorRequest, WireTensor
-from serve.api.oip import model_metadata, run_infer, server_metadata, server_ready
-from serve.deadline import HEADER_SOURCE, TIMEOUT_HEADER, choose, header_timeout
-from serve.errors import BadRequest, ServeError
-from serve.http.common import CONFIG, REGISTRY
-from serve.http.inference import MODEL_VERSION, request_id_of
+from serve.api.health import server_ready
+from serve.api.infer import Call
+from serve.api.infer import infer as infer_call
+from serve.api.oip import answer_tensors, model_metadata, server_metadata
+from serve.deadline import TIMEOUT_HEADER
+from serve.errors import BadRequest
+from serve.http.common import CONFIG, MODEL_VERSION, REGISTRY
 from serve.http.inputs import read_body
 from serve.http.kserve_common import json_reply, oip_errors, parse_json
 from serve.models import tensors
@@ -59,7 +60,7 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
-    """Ready (200) when every registered model version has its minimum workers, else 503."""
+    """Ready (200) when every model version that asks for workers has them, else 503."""
     is_ready = server_ready(request.app[REGISTRY])
     return json_reply({"ready": is_ready}, 200 if is_ready else 503)
 
@@ -67,7 +68,7 @@ async def ready(request: web.Request) -> web.StreamResponse:
 def _version(request: web.Request) -> ModelVersion:
     """The named version, else the default one (metadata ignores the traffic split)."""
     info = request.match_info
-    return request.app[REGISTRY].get(info["model"], info.get("version"), routed=False)
+    return request.app[REGISTRY].version(info["model"], info.get("version"))
 
 
 async def model(request: web.Request) -> web.StreamResponse:
@@ -96,30 +97,35 @@ async def explain(request: web.Request) -> web.StreamResponse:
 
 
 async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
-    info = request.match_info
-    url_version = info.get("version")
-    config = request.app[CONFIG]
-    key = None if url_version else request.headers.get(config.routing_header)
-    version = request.app[REGISTRY].get(info["model"], url_version, key)
-    started = time.monotonic()
-    try:
-        client_timeout = header_timeout(request.headers.get(TIMEOUT_HEADER))
-        deadline = choose(started, client_timeout, HEADER_SOURCE, config.max_request_time)
+    info, config, headers = request.match_info, request.app[CONFIG], request.headers
+    wanted: dict[str, bool | None] = {}  # output name → binary wanted (None: the default)
+
+    async def payload() -> TensorRequest:  # read once the version is chosen: errors name it
         body = await read_body(request, config.max_request_size)
-        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
-        payload, wanted, all_binary = _parse(header, binary)
-        rid = request_id_of(request)
-        headers = (*request.headers.items(), ("explain", "True" if explain else "False"))
-        outputs = await run_infer(
-            version, payload, list(wanted), headers, rid, url_version, started, deadline
-        )
-    except ServeError as error:  # the answer names the version even when it is an error
-        error.headers = {**error.headers, MODEL_VERSION: version.version}
-        raise
+        header, binary = _split(body, headers.get(HEADER_LENGTH))
+        parsed, asked = _parse(header, binary)
+        wanted.update(asked)
+        return parsed
+
+    call = Call(
+        model=info["model"],
+        version=info.get("version"),
+        routing_key=headers.get(config.routing_header),
+        payload=payload,
+        client_request_id=headers.get("x-request-id"),
+        headers=tuple(headers.items()),
+        timeout_header=headers.get(TIMEOUT_HEADER),
+        explain=explain,
+    )
+    answer = await infer_call(request.app[REGISTRY], call)
+    outputs = await answer_tensors(answer, list(wanted))
+    version, tensor_request = answer.version, answer.request.payload
+    assert isinstance(tensor_request, TensorRequest)
+    all_binary = bool(tensor_request.parameters.get("binary_data_output", False))
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.version,
-        "id": payload.id or rid,
+        "id": tensor_request.id or answer.request_id,
     }
     rendered: list[dict[str, Any]] = []
     chunks_out: list[Any] = []
@@ -127,7 +133,8 @@ async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:
         flag = wanted.get(tensor.name)
         rendered.append(_render(tensor, all_binary if flag is None else bool(flag), chunks_out))
     response["outputs"] = rendered
-    return _reply(response, chunks_out, {"x-request-id": rid, MODEL_VERSION: version.version})
+    reply_headers = {"x-request-id": answer.request_id, MODEL_VERSION: version.version}
+    return _reply(response, chunks_out, reply_headers)
 
 
 def _split(body: bytearray, length: str | None) -> tuple[memoryview, memoryview]:
@@ -142,11 +149,8 @@ def _split(body: bytearray, length: str | None) -> tuple[memoryview, memoryview]
     return view[: int(length)], view[int(length) :]
 
 
-def _parse(
-    header: memoryview, binary: memoryview
-) -> tuple[TensorRequest, dict[str, bool | None], bool]:
-    """The request, the requested outputs (name → binary wanted, None: as the default) and
-    whether outputs are binary by default."""
+def _parse(header: memoryview, binary: memoryview) -> tuple[TensorRequest, dict[str, bool | None]]:
+    """The request and the requested outputs (name → binary wanted, None: as the default)."""
     body = parse_json(header, "The inference request")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -191,9 +195,9 @@ def _parse(
         )
     request_id = body.get("id")
     payload = TensorRequest(
-        tuple(parsed), request_id if isinstance(request_id, str) else "", parameters
+        tuple(parsed), request_id if isinstance(request_id, str) else "", parameters, tuple(wanted)
     )
-    return payload, wanted, bool(parameters.get("binary_data_output", False))
+    return payload, wanted
 
 
 def _render(tensor: WireTensor, binary: bool, chunks_out: list[Any]) -> dict[str, Any]:

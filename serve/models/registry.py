@@ -34,7 +34,8 @@ from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.hints import unknown_model
 from serve.models.requirements import install_requirements
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
-from serve.routing.shadow import Routing
+from serve.request import InferenceRequest
+from serve.routing.shadow import Shadows
 from serve.routing.split import Split
 from serve.telemetry.metrics import ServerMetrics
 from serve.workers.intraop import ThreadBudget
@@ -68,10 +69,27 @@ class Model:
 
     versions: dict[str, ModelVersion] = field(default_factory=dict)
     default: str = ""
-    routing: Routing = field(init=False)
+    split: Split | None = None
+    shadows: Shadows = field(init=False)
 
     def __post_init__(self) -> None:
-        self.routing = Routing(self.versions)
+        self.shadows = Shadows(self.versions)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one inference request goes: the version, and whether the split chose it."""
+
+    version: ModelVersion
+    routed: bool
+    model: Model
+
+    def submit(self, request: InferenceRequest) -> None:
+        """Queue `request` (or refuse it), then copy a routed one to the split's shadows."""
+        self.version.batcher.submit(request)
+        split = self.model.split
+        if self.routed and split is not None:
+            self.model.shadows.shadow(request, self.version, split)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,35 +135,27 @@ class Registry:
         model = self.models.get(version.name)
         return model is not None and model.versions.get(version.version) is version
 
-    def get(
-        self,
-        name: str,
-        version: str | None = None,
-        key: str | None = None,
-        *,
-        routed: bool = True,
-    ) -> ModelVersion:
-        """A version of a model; without one, the version its traffic split picks (sticky by
-        the routing `key` when given), else its default. `routed=False` always gives the
-        default (management calls describe and scale the default, not a drawn version).
-
-        A version named in the call is never redirected.
-        """
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(unknown_model(name, self.models))
+    def route(self, name: str, version: str | None, key: str | None) -> Route:
+        """Where an inference request goes: the version it names (never redirected), else
+        the version the model's traffic split picks (sticky by the routing `key`), else the
+        default."""
+        model = self._model(name)
+        split = model.split
+        routed = not version and split is not None
         if not version:
-            split = model.routing.split
-            version = model.default if split is None or not routed else split.choose(key)
+            version = split.choose(key) if split is not None else model.default
         found = model.versions.get(version)
         if found is None:
             raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
-        return found
+        return Route(found, routed, model)
+
+    def version(self, name: str, version: str | None = None) -> ModelVersion:
+        """The named version of a model, else its default; the traffic split plays no part
+        (management, metadata and readiness describe the default, not a drawn version)."""
+        return self._find(name, version)[2]
 
     def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(unknown_model(name, self.models))
+        model = self._model(name)
         key = version or model.default
         found = model.versions.get(key)
         if found is None:
@@ -154,9 +164,7 @@ class Registry:
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, default first."""
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(unknown_model(name, self.models))
+        model = self._model(name)
         default = model.versions[model.default]
         return [default, *(v for k, v in sorted(model.versions.items()) if k != model.default)]
 
@@ -250,7 +258,6 @@ class Registry:
         model.versions[archive.version] = version
         if params.make_default or self.config.model_settings(name, archive.version).default_version:
             model.default = archive.version
-        version.routing = model.routing
         return version
 
     def _settings(
@@ -323,15 +330,15 @@ class Registry:
         """Make `version` the one `/predictions/{name}` serves; this ends a traffic split."""
         model, key, _ = self._find(name, version)
         model.default = key
-        if model.routing.split is not None:
+        if model.split is not None:
             logger.info("Model %s: set-default to %s cleared its traffic split", name, key)
-            model.routing.split = None
+            model.split = None
 
     # --- traffic split -------------------------------------------------------------------
 
     def traffic(self, name: str) -> Split | None:
         """A model's traffic split (None: its default version takes all unversioned traffic)."""
-        return self._model(name).routing.split
+        return self._model(name).split
 
     def set_traffic(self, name: str, split: Split) -> None:
         """Route the model's unversioned traffic by `split` (every version must be registered)."""
@@ -342,12 +349,12 @@ class Registry:
                 f"Model {name} has no version {', '.join(unknown)}; registered versions: "
                 f"{', '.join(sorted(model.versions))}"
             )
-        model.routing.split = split
+        model.split = split
         logger.info("Model %s: traffic split set to %s", name, split.to_dict())
 
     def clear_traffic(self, name: str) -> None:
         """Send the model's unversioned traffic to its default version alone again."""
-        self._model(name).routing.split = None
+        self._model(name).split = None
 
     def _model(self, name: str) -> Model:
         model = self.models.get(name)
@@ -362,7 +369,7 @@ class Registry:
         model, key, found = self._find(name, version)
         if key == model.default and len(model.versions) > 1 and not force:
             raise InvalidModelVersion(f"Cannot remove default version for model {name}")
-        split = model.routing.split
+        split = model.split
         if split is not None and key in split.versions:
             remaining = split.without(key)
             if remaining is None and not force and len(model.versions) > 1:
@@ -370,7 +377,7 @@ class Registry:
                     f"Cannot remove version {key} of model {name}: it is the last version "
                     "with a weight in the traffic split; change the split or DELETE it first"
                 )
-            model.routing.split = remaining
+            model.split = remaining
         del model.versions[key]
         if not model.versions:
             del self.models[name]

@@ -215,3 +215,15 @@ def _flatten(data: Any) -> list[Any]:
     for item in data:
         flat.extend(_flatten(item))
     return flat
+
+
+def check_outputs(wanted: Sequence[str], signature: Signature | None) -> None:
+    """Requested outputs must be declared ones (when the model declares its outputs)."""
+    if signature is None or not signature.outputs:
+        return
+    declared = [spec.name for spec in signature.outputs]
+    for name in wanted:
+        if name not in declared:
+            raise BadRequest(
+                f"output {name} is not an output of the model; it has {', '.join(declared)}"
+            )

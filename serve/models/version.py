@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
@@ -14,9 +14,6 @@ from serve.models.tensors import signature_from_yaml
 from serve.telemetry.metrics import ServerMetrics
 from serve.workers.intraop import ThreadBudget
 from serve.workers.pool import Pool
-
-if TYPE_CHECKING:
-    from serve.routing.shadow import Routing
 
 STARTUP_TIMEOUT = 120.0
 MAX_RETRY_TIMEOUT = 300
@@ -88,7 +85,6 @@ class ModelVersion:
         )
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
-        self.routing: Routing | None = None  # its model's split, set by the registry
 
     @property
     def signature(self) -> Signature | None:
@@ -118,7 +114,8 @@ class ModelVersion:
 
     @property
     def ready(self) -> bool:
-        """Ready when it has as many ready executors as min_workers asks (at least one)."""
+        """The one readiness rule of a version (every probe, readiness route and describe):
+        as many ready executors as min_workers asks, and at least one."""
         return self.pool.ready_count >= max(1, self.min_workers)
 
     async def scale(self, min_workers: int, max_workers: int, wait: float | None) -> bool:

@@ -1,9 +1,9 @@
-"""One model's routing state: its traffic split and the shadow copies it sends.
+"""The shadow copies a model's traffic split sends.
 
-The registry asks `choose` for the version of an unversioned request. Once that request is
-queued, `shadow` copies it to the split's shadow versions: each copy goes to the shadow
-version's batcher with at most `SHADOW_IN_FLIGHT` copies outstanding per version (past that
-the copy is dropped and counted), and nothing on the primary's path ever waits for a copy.
+Once a request routed by the split is queued, `shadow` copies it to the split's shadow
+versions: each copy goes to the shadow version's batcher with at most `SHADOW_IN_FLIGHT`
+copies outstanding per version (past that the copy is dropped and counted), and nothing
+on the primary's path ever waits for a copy.
 A copy keeps the request's protocol (TorchServe, KServe v1, OIP) with inputs of its own.
 When both answers are in, the shadow's is compared with the primary's and counted; the
 shadow's answer goes nowhere else.
@@ -14,19 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
 from handlers.messages import Output, Param
 from handlers.wire import Instances, TensorRequest, TensorResult, WireTensor
 from serve.errors import ServeError
-from serve.request import InferenceRequest, new_request_id
+from serve.request import InferenceRequest
 from serve.routing.split import Split
-
-if TYPE_CHECKING:
-    from serve.models.version import ModelVersion
+from serve.telemetry.metrics import ModelMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,28 +34,42 @@ logger = logging.getLogger(__name__)
 SHADOW_IN_FLIGHT = 64
 # Answers larger than this are compared byte for byte: parsing them on the loop would block it.
 _MAX_JSON_COMPARE = 1 << 20
-SHADOW_HEADER = ("x-shadow", "true")
 
 
-class Routing:
-    """The split of one model over `versions` (the registry's dict of that model's versions)."""
+class Queue(Protocol):
+    """What a shadow copy is submitted to (a version's batcher)."""
 
-    def __init__(self, versions: dict[str, ModelVersion]) -> None:
-        self.split: Split | None = None
+    def submit(self, request: InferenceRequest) -> None: ...
+
+
+class Target(Protocol):
+    """A model version as shadowing sees it (serve.models.version.ModelVersion)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def batcher(self) -> Queue: ...
+
+    @property
+    def metrics(self) -> ModelMetrics: ...
+
+
+class Shadows:
+    """The shadow copies of one model, over `versions` (the registry's dict of its versions)."""
+
+    def __init__(self, versions: Mapping[str, Target]) -> None:
         self._versions = versions
-        self._in_flight: dict[ModelVersion, int] = {}
+        self._in_flight: dict[Target, int] = {}
 
-    def shadow(self, job: InferenceRequest, primary: ModelVersion) -> None:
-        """Copy a queued unversioned request to the shadow versions the split draws for it."""
-        split = self.split
-        if split is None:
-            return
+    def shadow(self, job: InferenceRequest, primary: Target, split: Split) -> None:
+        """Copy a queued routed request to the shadow versions `split` draws for it."""
         for name in split.shadows_for(primary.version):
             target = self._versions.get(name)
             if target is not None:
                 self._send(job, target)
 
-    def _send(self, job: InferenceRequest, target: ModelVersion) -> None:
+    def _send(self, job: InferenceRequest, target: Target) -> None:
         figures = target.metrics
         in_flight = self._in_flight.get(target, 0)
         if in_flight >= SHADOW_IN_FLIGHT:
@@ -69,16 +82,7 @@ class Routing:
             else p
             for p in job.params
         )
-        loop = job.future.get_loop()
-        copy = InferenceRequest(
-            new_request_id(),
-            params,
-            (*job.headers, SHADOW_HEADER),
-            loop,
-            kind=job.kind,
-            payload=_own_payload(job.payload),
-            items=job.items,
-        )
+        copy = job.copy(params, _own_payload(job.payload))
         try:
             target.batcher.submit(copy)
         except ServeError:  # full queue, no worker, being unregistered: the copy is dropped
@@ -92,7 +96,7 @@ class Routing:
         self,
         done: asyncio.Future[Output],
         primary: InferenceRequest,
-        target: ModelVersion,
+        target: Target,
         started: float,
     ) -> None:
         left = self._in_flight.get(target, 1) - 1
@@ -140,7 +144,7 @@ def _output(done: asyncio.Future[Output]) -> Output | None:
     return done.result()
 
 
-def _compare(primary: asyncio.Future[Output], shadow: Output, target: ModelVersion) -> None:
+def _compare(primary: asyncio.Future[Output], shadow: Output, target: Target) -> None:
     answer = _output(primary) if primary.done() else None
     if answer is None or answer.status >= 400 or not answer.final or not shadow.final:
         return  # nothing to compare: the primary failed, or either one streams

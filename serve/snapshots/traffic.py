@@ -35,7 +35,7 @@ def traffic_fields(registry: Registry) -> ExtraFields:
 
     def fields(name: str, version: str) -> dict[str, Any]:
         model = registry.models.get(name)
-        split = model.routing.split if model is not None else None
+        split = model.split if model is not None else None
         if split is None:
             return {}
         saved: dict[str, Any] = {}
