@@ -171,6 +171,36 @@ class Llama(nn.Module):
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(self.norm(hidden), weight).float()
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cache-free causal pass over `[batch, time]` tokens: `[batch, time, vocab]` logits.
+
+        For training and as the reference the cached path must match.
+        """
+        config = self.config
+        batch, time = tokens.shape
+        dtype = self.embed_tokens.weight.dtype
+        cos = self.rope_cos[:time].unsqueeze(1).to(dtype)
+        sin = self.rope_sin[:time].unsqueeze(1).to(dtype)
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
+            assert isinstance(layer, Block)
+            h = layer.attn_norm(x)
+            q = layer.q_proj(h).view(batch, time, config.n_heads, config.head_dim)
+            k = layer.k_proj(h).view(batch, time, config.n_kv_heads, config.head_dim)
+            v = layer.v_proj(h).view(batch, time, config.n_kv_heads, config.head_dim)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            attended = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                is_causal=True,
+                enable_gqa=True,
+            )
+            x = x + layer.o_proj(attended.transpose(1, 2).reshape(batch, time, config.dim))
+            x = x + layer.mlp(layer.ffn_norm(x))
+        return self.logits(x)
+
     def forward_segments(self, tokens: torch.Tensor, segments: Sequence[Segment]) -> torch.Tensor:
         """Run `tokens` (the segments' new tokens, concatenated) and return each last logits.
 
