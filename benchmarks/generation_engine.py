@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import psutil
 import torch
@@ -25,9 +26,8 @@ PROMPT = (
 )
 
 
-def median_seconds(run: object, repeat: int) -> float:
+def median_seconds(run: Callable[[], object], repeat: int) -> float:
     """Median wall time of `repeat` calls of `run` (after one warm-up call)."""
-    assert callable(run)
     run()
     times = []
     for _ in range(repeat):

@@ -34,13 +34,18 @@ class LoadedModel:
 
 
 def load_model(
-    path: Path, *, dtype: torch.dtype = torch.float32, attention: AttentionMode = "loop"
+    path: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    attention: AttentionMode = "loop",
+    device: torch.device | str = "cpu",
 ) -> LoadedModel:
-    """Load `path`: a `.gguf` file or a folder in our checkpoint format."""
+    """Load `path` (a `.gguf` file or a folder in our checkpoint format) onto `device`."""
+    placement = _Placement(dtype, attention, torch.device(device))
     if path.suffix == ".gguf":
-        return _load_gguf(path, dtype, attention)
+        return _load_gguf(path, placement)
     if (path / CONFIG_FILE).is_file():
-        return _load_folder(path, dtype, attention)
+        return _load_folder(path, placement)
     raise FileNotFoundError(f"{path} is neither a .gguf file nor a folder with {CONFIG_FILE}")
 
 
@@ -63,23 +68,28 @@ def save_checkpoint(
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    dtype: torch.dtype
+    attention: AttentionMode
+    device: torch.device
+
+
 def _build(
-    config: LlamaConfig,
-    state: dict[str, torch.Tensor],
-    dtype: torch.dtype,
-    attention: AttentionMode,
+    config: LlamaConfig, state: dict[str, torch.Tensor], placement: _Placement
 ) -> LlamaDecoder:
-    model = Llama(config, attention=attention)
+    model = Llama(config, attention=placement.attention).to(placement.device)
     # cast the weights, not the module: the rope tables stay float32
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    weights = {k: v.to(placement.device, placement.dtype) for k, v in state.items()}
+    model.load_state_dict(weights, strict=True, assign=True)
     model.requires_grad_(False)
     return LlamaDecoder(model)
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, attention: AttentionMode) -> LoadedModel:
+def _load_gguf(path: Path, placement: _Placement) -> LoadedModel:
     gguf_model = GGUFModel(path)
     config = gguf_model.config()
-    decoder = _build(config, gguf_model.state_dict(), dtype, attention)
+    decoder = _build(config, gguf_model.state_dict(), placement)
     tokenizer = gguf_model.tokenizer()
     source = gguf_model.chat_template()
     template = None
@@ -94,7 +104,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, attention: AttentionMode) -> Load
     return LoadedModel(decoder, tokenizer, template)
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, attention: AttentionMode) -> LoadedModel:
+def _load_folder(folder: Path, placement: _Placement) -> LoadedModel:
     raw = json.loads((folder / CONFIG_FILE).read_text())
     try:
         config = LlamaConfig.from_json(raw["model"])
@@ -105,7 +115,7 @@ def _load_folder(folder: Path, dtype: torch.dtype, attention: AttentionMode) -> 
     except KeyError as exc:
         raise ValueError(f"{folder / CONFIG_FILE}: missing key {exc}") from None
     state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    decoder = _build(config, state, dtype, attention)
+    decoder = _build(config, state, placement)
     source = raw.get("chat_template")
     template = None
     if source is not None:

@@ -21,7 +21,9 @@ class LlamaDecoder:
         self._block_tokens = block_tokens
         self._caches: dict[str, SequenceCache] = {}
         config = model.config
+        # caches live where the weights do (the executor's device)
         self._dtype = model.embed_tokens.weight.dtype
+        self._device = model.embed_tokens.weight.device
         element = torch.empty((), dtype=self._dtype).element_size()
         self._kv_bytes_per_token = (
             config.n_layers * 2 * config.n_kv_heads * config.head_dim * element
@@ -66,6 +68,7 @@ class LlamaDecoder:
                 max_tokens=config.max_context,
                 block_tokens=self._block_tokens,
                 dtype=self._dtype,
+                device=self._device,
             )
         cache.reserve(len(token_ids))
         if created:
@@ -98,6 +101,6 @@ class LlamaDecoder:
         bad = [t for t in token_ids if not 0 <= t < vocab]
         if bad:
             raise GenerationError(f"token ids {bad[:5]} are outside the vocabulary of {vocab}")
-        tokens = torch.tensor(list(token_ids), dtype=torch.long)
+        tokens = torch.tensor(list(token_ids), dtype=torch.long, device=self._device)
         with torch.inference_mode():
             return self.model.forward_segments(tokens, segments)

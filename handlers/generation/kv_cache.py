@@ -23,12 +23,14 @@ class SequenceCache:
         max_tokens: int,
         block_tokens: int,
         dtype: torch.dtype,
+        device: torch.device,
     ) -> None:
         self._shape = (layers, 2, kv_heads, 0, head_dim)
         self._max_tokens = max_tokens
         self._block_tokens = block_tokens
         self._dtype = dtype
-        self._data = torch.empty(self._shape, dtype=dtype)
+        self._device = device
+        self._data = torch.empty(self._shape, dtype=dtype, device=device)
         self.length = 0
 
     @property
@@ -52,7 +54,8 @@ class SequenceCache:
         blocks = -(-needed // self._block_tokens)
         capacity = min(blocks * self._block_tokens, self._max_tokens)
         layers, two, kv_heads, _, head_dim = self._shape
-        grown = torch.empty((layers, two, kv_heads, capacity, head_dim), dtype=self._dtype)
+        shape = (layers, two, kv_heads, capacity, head_dim)
+        grown = torch.empty(shape, dtype=self._dtype, device=self._device)
         grown[:, :, :, : self.length] = self._data[:, :, :, : self.length]
         self._data = grown
 

@@ -210,7 +210,7 @@ class Llama(nn.Module):
         config = self.config
         positions = torch.cat(
             [torch.arange(seg.cache.length, seg.cache.length + seg.length) for seg in segments]
-        )
+        ).to(tokens.device)
         cos = self.rope_cos[positions].unsqueeze(1).to(self.embed_tokens.weight.dtype)
         sin = self.rope_sin[positions].unsqueeze(1).to(self.embed_tokens.weight.dtype)
         x = self.embed_tokens(tokens)
@@ -228,7 +228,7 @@ class Llama(nn.Module):
             x = x + layer.mlp(layer.ffn_norm(x))
         for seg in segments:
             seg.cache.commit(seg.length)
-        ends = torch.tensor([seg.length for seg in segments]).cumsum(0) - 1
+        ends = torch.tensor([seg.length for seg in segments], device=tokens.device).cumsum(0) - 1
         return self.logits(x[ends])
 
     def _attend(
@@ -256,7 +256,7 @@ class Llama(nn.Module):
             mask = None
             if n > 1:
                 # query i sees every cached position and the new ones up to itself
-                mask = torch.ones(n, past + n, dtype=torch.bool).tril(diagonal=past)
+                mask = torch.ones(n, past + n, dtype=torch.bool, device=q.device).tril(past)
             attended = F.scaled_dot_product_attention(
                 queries, keys.unsqueeze(0), values.unsqueeze(0), attn_mask=mask, enable_gqa=True
             )
@@ -278,7 +278,9 @@ class Llama(nn.Module):
             k_seq, v_seq = seg.cache.keys_values(layer, lengths[row])
             keys[row, :, : lengths[row]] = k_seq
             values[row, :, : lengths[row]] = v_seq
-        mask = torch.arange(longest).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+        mask = torch.arange(longest, device=q.device).unsqueeze(0) < torch.tensor(
+            lengths, device=q.device
+        ).unsqueeze(1)
         attended = F.scaled_dot_product_attention(
             q.unsqueeze(2), keys, values, attn_mask=mask[:, None, None, :], enable_gqa=True
         )
