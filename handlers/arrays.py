@@ -40,7 +40,8 @@ def as_lists(tensor: WireTensor) -> Any:
     """One input's data as the kservev2 envelope hands it: nested lists; BYTES: data[0].
 
     A BYTES element that is not UTF-8 (binary data, gRPC) stays bytes; TorchServe's JSON-only
-    envelope never meets one.
+    envelope never meets one. Numbers that came as JSON are handed as sent (the envelope's
+    `np.array(data).reshape(shape).tolist()`: integers stay integers, 0.1 is not FP32's 0.1).
     """
     if tensor.datatype == "BYTES":
         elements = cast(list[bytes], tensor.data)
@@ -51,6 +52,8 @@ def as_lists(tensor: WireTensor) -> Any:
             return first.decode("utf-8")
         except UnicodeDecodeError:
             return first
+    if tensor.json_values is not None:
+        return numpy.array(tensor.json_values).reshape(tensor.shape).tolist()
     array = numpy.frombuffer(cast(bytes, tensor.data), dtype=NUMPY_TYPES[tensor.datatype])
     return array.reshape(tensor.shape).tolist()
 

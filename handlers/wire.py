@@ -60,6 +60,8 @@ class WireTensor:
     `json_elements[i]` is true where BYTES element i is the JSON text of a handler's value that
     is not a string (a dict, say): REST's JSON answer renders the value itself, as TorchServe's
     kservev2 envelope does; binary and gRPC answers carry the text. Empty: none is.
+    `json_values` keeps a REST JSON input's numbers as sent (flat): TorchServe's envelope hands
+    a handler those, not their rounding to the datatype. None: the tensor did not come as JSON.
     """
 
     name: str
@@ -68,6 +70,7 @@ class WireTensor:
     data: bytes | bytearray | memoryview | list[bytes]
     parameters: dict[str, Any] = field(default_factory=dict)
     json_elements: tuple[bool, ...] = ()
+    json_values: list[Any] | None = None
 
     @property
     def rows(self) -> int:

@@ -234,6 +234,20 @@ def test_torchserve_handler_gets_input_dicts_and_dict_answers_are_json(server: S
     ]  # fmt: skip
 
 
+def test_torchserve_handler_gets_json_numbers_as_sent(server: Server) -> None:
+    # the envelope reshapes the JSON numbers, never rounds them to the datatype: 0.1 is not
+    # FP32's 0.10000000149..., and integers stay integers (tests/test_v2_vs_torchserve.py)
+    request = {"inputs": [{"name": "m", "datatype": "FP32", "shape": [3], "data": [0.1, 3, 2]}]}
+    status, body = infer_json(server, "echo", request)
+    assert status == 200, body
+    seen = body["outputs"][0]["data"][0]["data"]
+    assert seen == [0.1, 3.0, 2.0]
+    request["inputs"][0]["data"] = [1, 3, 2]
+    status, body = infer_json(server, "echo", request)
+    seen = body["outputs"][0]["data"][0]["data"]
+    assert (status, seen, [type(v) for v in seen]) == (200, [1, 3, 2], [int, int, int])
+
+
 def test_binary_bytes_input_reaches_the_handler_as_bytes(server: Server) -> None:
     png = b"\x89PNG\r\n\x1a\n\xff"  # not UTF-8, so no str can hold it
     header = json.dumps(

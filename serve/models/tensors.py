@@ -8,6 +8,7 @@ executor side makes torch tensors of those buffers. Checks name the input at fau
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -57,8 +58,15 @@ def check_datatype(datatype: Any, what: str) -> str:
 
 
 def from_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> WireTensor:
-    """A tensor from OIP JSON `data` (flat or nested lists), packed into raw bytes."""
-    return from_values(name, datatype, shape, _flatten(data))
+    """A tensor from OIP JSON `data` (flat or nested lists), packed into raw bytes.
+
+    The numbers stay beside the bytes for a TorchServe handler (WireTensor.json_values).
+    """
+    flat = _flatten(data)
+    tensor = from_values(name, datatype, shape, flat)
+    if datatype == "BYTES":
+        return tensor
+    return dataclasses.replace(tensor, json_values=flat)
 
 
 def from_values(
