@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from serve.config.properties import PropertiesError, parse_properties
-from serve.config.schema import Config, ConfigError, build_config
+from serve.config.schema import Config, ConfigError
+from serve.config.validate import build_config
 
 Convert = Callable[[str, str], Any]
 
