@@ -6,7 +6,8 @@ import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.telemetry.torchserve import GpuFigures, HostFigures, HostReader, StatusCounts, render
+from serve.telemetry.host import GpuFigures, HostFigures, HostReader
+from serve.telemetry.torchserve import StatusCounts, render
 
 
 def test_gpu_gauges_carry_torchserve_names_and_labels() -> None:

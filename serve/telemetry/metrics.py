@@ -1,32 +1,18 @@
-"""Prometheus metrics: TorchServe's names, our batching figures, handler metrics, loop lag.
+"""Prometheus metrics of our own: per-version batching and request figures, loop lag.
 
-TorchServe's frontend and host metrics (Requests2XX, QueueTime, CPUUtilization, ...) are in
-serve.telemetry.torchserve.
-
-TorchServe's three `ts_*` counters keep their names and labels (`model_version` is "default"
-when the request named no version, as in TorchServe). Handler metrics from `context.metrics`
-appear under their own names with their dimensions as labels, plus `Hostname`.
+`ServerMetrics` holds every metric /metrics exposes: these, TorchServe's hand-rendered names
+(serve.telemetry.torchserve) and the handlers' own (serve.telemetry.handler_metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import socket
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -34,67 +20,17 @@ from prometheus_client.core import (
     Metric,
 )
 
-from handlers.metrics import MetricTypes
-from serve.telemetry.log_files import MODEL_METRICS, metric_line
-from serve.telemetry.torchserve import HostFigures, HostReader, StatusCounts
+from serve.telemetry.handler_metrics import HandlerMetrics
+from serve.telemetry.host import HostFigures, HostReader
+from serve.telemetry.torchserve import StatusCounts, TsCounters
 from serve.telemetry.torchserve import render as render_frontend
-
-logger = logging.getLogger(__name__)
-_model_metrics_log = logging.getLogger(MODEL_METRICS)
-_LOG_UNITS = {"Milliseconds": "ms"}
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-HOSTNAME = socket.gethostname()
 _MODEL_LABELS = ("model_name", "model_version")
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _AGREEMENT = ("equal", "different", "not_json")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-
-class TsCounters:
-    """TorchServe's three counters, rendered by hand so their names match exactly.
-
-    prometheus_client appends `_total` to every counter; TorchServe exposes
-    `ts_inference_latency_microseconds` and `ts_queue_latency_microseconds` without it.
-    """
-
-    NAMES = (
-        ("ts_inference_requests_total", "Count"),
-        ("ts_inference_latency_microseconds", "Microseconds"),
-        ("ts_queue_latency_microseconds", "Microseconds"),
-    )
-
-    def __init__(self) -> None:
-        self.values: dict[str, dict[tuple[str, str], list[float]]] = {n: {} for n, _ in self.NAMES}
-
-    def cell(self, name: str, model: str, version: str) -> list[float]:
-        """A one-element list to add to (kept by callers, so no lookup per request)."""
-        series = self.values[name]
-        cell = series.get((model, version))
-        if cell is None:
-            cell = series[(model, version)] = [0.0]
-        return cell
-
-    def render(self, names: Sequence[str] = ()) -> bytes:
-        """The text exposition of the three counters (only `names` when given)."""
-        lines: list[str] = []
-        for name, unit in self.NAMES:
-            if names and name not in names:
-                continue
-            lines.append(f"# HELP {name} Torchserve prometheus counter metric with unit: {unit}")
-            lines.append(f"# TYPE {name} counter")
-            for (model, version), cell in sorted(self.values[name].items()):
-                labels = (
-                    f'model_name="{_escape(model)}",model_version="{_escape(version)}",'
-                    f'hostname="{_escape(HOSTNAME)}"'
-                )
-                lines.append(f"{name}{{{labels}}} {cell[0]!r}")
-        return ("\n".join(lines) + "\n").encode() if lines else b""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class Buckets:
@@ -335,75 +271,6 @@ class ServerMetrics:
         registry = self.registry.restricted_registry(names) if names else self.registry
         frontend = render_frontend(self.statuses, self.queue_time_ms, worker_loads, host, names)
         return self.ts.render(names) + frontend + generate_latest(registry)
-
-
-class HandlerMetrics:
-    """The sink for `context.metrics` calls: one Prometheus metric per name, made on first use."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._lock = threading.Lock()
-        self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
-        self._refused: set[str] = set()
-        # (name, dimensions) -> the labelled child: handlers record per batch, often the same
-        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
-
-    def record(
-        self,
-        name: str,
-        unit: str,
-        metric_type: MetricTypes,
-        dimensions: Sequence[tuple[str, str]],
-        value: float,
-    ) -> None:
-        if _model_metrics_log.isEnabledFor(logging.INFO):  # model_metrics.log (log_files)
-            short = _LOG_UNITS.get(unit, unit)  # TorchServe's model_metrics.log says `ms`
-            _model_metrics_log.info("%s", metric_line(name, short, value, dimensions))
-        key = (name, tuple(dimensions))
-        child = self._children.get(key)
-        if child is None:
-            labels = (*(n for n, _ in dimensions), "Hostname")
-            metric = self._metric(name, unit, metric_type, labels)
-            if metric is None:
-                return
-            child = metric.labels(*(v for _, v in dimensions), HOSTNAME)
-            self._children[key] = child
-        if metric_type is MetricTypes.COUNTER:
-            child.inc(value)
-        elif metric_type is MetricTypes.GAUGE:
-            child.set(value)
-        else:
-            child.observe(value)
-
-    def _metric(
-        self, name: str, unit: str, metric_type: MetricTypes, labels: tuple[str, ...]
-    ) -> Any:
-        with self._lock:
-            known = self._metrics.get(name)
-            if known is not None:
-                metric, known_labels = known
-                if known_labels == labels:
-                    return metric
-                self._refuse(name, f"labels {labels} differ from the first use {known_labels}")
-                return None
-            if name in self._refused:
-                return None
-            kind = {MetricTypes.COUNTER: Counter, MetricTypes.GAUGE: Gauge}.get(
-                metric_type, Histogram
-            )
-            doc = f"Torchserve prometheus {metric_type.value} metric with unit: {unit}"
-            try:
-                metric = kind(name, doc, labels, registry=self._registry)
-            except ValueError as exc:
-                self._refuse(name, str(exc))
-                return None
-            self._metrics[name] = (metric, labels)
-            return metric
-
-    def _refuse(self, name: str, reason: str) -> None:
-        if name not in self._refused:
-            self._refused.add(name)
-            logger.warning("Handler metric %r is not exported: %s", name, reason)
 
 
 async def watch_loop_lag(metrics: ServerMetrics, interval: float = 0.05) -> None:

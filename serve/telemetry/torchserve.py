@@ -10,29 +10,31 @@
   GPU `GPUMemoryUtilization`, `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
 
 Labels and HELP texts are TorchServe's (`Level="Host"`, `Hostname`, `WorkerName`, `DeviceId`).
-Rendered by hand, like the `ts_*` counters, so the names carry no suffix.
+- TorchServe's three `ts_*` counters (`TsCounters`; `model_version` is "default" when the
+  request named no version, as in TorchServe).
+
+Rendered by hand so the names carry no suffix (prometheus_client appends `_total`). The host
+figures are read by serve.telemetry.host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import socket
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import psutil
-
+from serve.telemetry.host import HostFigures
 from serve.telemetry.log_files import TS_METRICS, metric_line
 
 HOSTNAME = socket.gethostname()
 _CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
 _HOST_LEVEL = (("Level", "Host"),)
 _ts_metrics_log = logging.getLogger(TS_METRICS)
-MB = 1024 * 1024
-GB = 1024 * MB
+
+
+def escape(value: str) -> str:
+    """A Prometheus label value, escaped (backslash, newline, double quote)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class StatusCounts:
@@ -58,108 +60,45 @@ class StatusCounts:
             _ts_metrics_log.info("%s", metric_line(_CLASSES[index], "Count", 1.0, _HOST_LEVEL))
 
 
-@dataclass(frozen=True, slots=True)
-class GpuFigures:
-    """One GPU's memory and utilization."""
+class TsCounters:
+    """TorchServe's three counters, rendered by hand so their names match exactly.
 
-    device_id: int
-    memory_percent: float
-    memory_used_mb: float
-    utilization_percent: float
+    prometheus_client appends `_total` to every counter; TorchServe exposes
+    `ts_inference_latency_microseconds` and `ts_queue_latency_microseconds` without it.
+    """
 
+    NAMES = (
+        ("ts_inference_requests_total", "Count"),
+        ("ts_inference_latency_microseconds", "Microseconds"),
+        ("ts_queue_latency_microseconds", "Microseconds"),
+    )
 
-@dataclass(frozen=True, slots=True)
-class HostFigures:
-    """The host's CPU, memory, disk and GPUs at one scrape (None: not readable here)."""
+    def __init__(self) -> None:
+        self.values: dict[str, dict[tuple[str, str], list[float]]] = {n: {} for n, _ in self.NAMES}
 
-    cpu_percent: float | None = None
-    memory: tuple[float, float, float] | None = None  # used MB, available MB, percent
-    disk: tuple[float, float, float] | None = None  # used GB, available GB, percent
-    gpus: tuple[GpuFigures, ...] = field(default=())
+    def cell(self, name: str, model: str, version: str) -> list[float]:
+        """A one-element list to add to (kept by callers, so no lookup per request)."""
+        series = self.values[name]
+        cell = series.get((model, version))
+        if cell is None:
+            cell = series[(model, version)] = [0.0]
+        return cell
 
-
-class HostReader:
-    """Reads the host figures; CPU utilization is measured since the previous read."""
-
-    def __init__(self, gpu_count: int) -> None:
-        self._gpu_count = gpu_count
-        self._lock = threading.Lock()
-        self._last_cpu: tuple[float, float] | None = None
-
-    def read(self) -> HostFigures:
-        """The figures now (blocking file reads and NVML calls: call it off the event loop)."""
-        return HostFigures(self._cpu(), _memory(), _disk(), _gpus(self._gpu_count))
-
-    def _cpu(self) -> float | None:
-        try:
-            times = psutil.cpu_times()
-        except (OSError, RuntimeError):
-            return None
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        total = sum(times)
-        with self._lock:
-            last, self._last_cpu = self._last_cpu, (idle, total)
-        if last is not None:
-            idle, total = idle - last[0], total - last[1]
-        return round(100.0 * (1 - idle / total), 1) if total > 0 else 0.0
-
-
-def _memory() -> tuple[float, float, float] | None:
-    """psutil's figures, as TorchServe's: used MB, available MB, percent not available."""
-    try:
-        memory = psutil.virtual_memory()
-    except (OSError, RuntimeError):
-        return None
-    return memory.used / MB, memory.available / MB, round(memory.percent, 1)
-
-
-def _disk() -> tuple[float, float, float] | None:
-    try:
-        usage = psutil.disk_usage("/")
-    except OSError:
-        return None
-    return usage.used / GB, usage.free / GB, round(usage.percent, 1)
-
-
-def _gpus(count: int) -> tuple[GpuFigures, ...]:
-    """Each visible GPU (CUDA ordinal as DeviceId); nothing when NVML cannot tell."""
-    if count <= 0:
-        return ()
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no driver or library: no GPU figures
-        return ()
-    try:
-        figures = []
-        for ordinal, index in enumerate(_physical_indices(count)):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            figures.append(
-                GpuFigures(
-                    device_id=ordinal,
-                    memory_percent=round(100.0 * memory.used / memory.total, 1),
-                    memory_used_mb=memory.used / MB,
-                    utilization_percent=float(rates.gpu),
+    def render(self, names: Sequence[str] = ()) -> bytes:
+        """The text exposition of the three counters (only `names` when given)."""
+        lines: list[str] = []
+        for name, unit in self.NAMES:
+            if names and name not in names:
+                continue
+            lines.append(f"# HELP {name} Torchserve prometheus counter metric with unit: {unit}")
+            lines.append(f"# TYPE {name} counter")
+            for (model, version), cell in sorted(self.values[name].items()):
+                labels = (
+                    f'model_name="{escape(model)}",model_version="{escape(version)}",'
+                    f'hostname="{escape(HOSTNAME)}"'
                 )
-            )
-        return tuple(figures)
-    except Exception:
-        return ()
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _physical_indices(count: int) -> list[int]:
-    """NVML indices of the CUDA ordinals 0..count-1 (CUDA_VISIBLE_DEVICES as numbers)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
-    if entries and all(e.isdigit() for e in entries):
-        return [int(e) for e in entries[:count]]
-    return list(range(count))
+                lines.append(f"{name}{{{labels}}} {cell[0]!r}")
+        return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -173,7 +112,7 @@ def render(
     names: Sequence[str] = (),
 ) -> bytes:
     """The text exposition of these metrics (only `names` when given)."""
-    host_label = f'Level="Host",Hostname="{_escape(HOSTNAME)}"'
+    host_label = f'Level="Host",Hostname="{escape(HOSTNAME)}"'
     out: list[str] = []
 
     def family(name: str, kind: str, unit: str, samples: list[tuple[str, float]]) -> None:
@@ -192,23 +131,23 @@ def render(
         "WorkerLoadTime",
         "gauge",
         "Milliseconds",
-        [(f'WorkerName="{_escape(w)}",{host_label}', ms) for w, ms in worker_loads],
+        [(f'WorkerName="{escape(w)}",{host_label}', ms) for w, ms in worker_loads],
     )
     if host is not None:
         if host.cpu_percent is not None:
             family("CPUUtilization", "gauge", "Percent", [(host_label, host.cpu_percent)])
         if host.memory is not None:
-            used, available, percent = host.memory
-            family("MemoryUsed", "gauge", "Megabytes", [(host_label, used)])
-            family("MemoryAvailable", "gauge", "Megabytes", [(host_label, available)])
-            family("MemoryUtilization", "gauge", "Percent", [(host_label, percent)])
+            memory = host.memory
+            family("MemoryUsed", "gauge", "Megabytes", [(host_label, memory.used_mb)])
+            family("MemoryAvailable", "gauge", "Megabytes", [(host_label, memory.available_mb)])
+            family("MemoryUtilization", "gauge", "Percent", [(host_label, memory.percent)])
         if host.disk is not None:
-            used, available, percent = host.disk
-            family("DiskUsage", "gauge", "Gigabytes", [(host_label, used)])
-            family("DiskAvailable", "gauge", "Gigabytes", [(host_label, available)])
-            family("DiskUtilization", "gauge", "Percent", [(host_label, percent)])
+            disk = host.disk
+            family("DiskUsage", "gauge", "Gigabytes", [(host_label, disk.used_gb)])
+            family("DiskAvailable", "gauge", "Gigabytes", [(host_label, disk.available_gb)])
+            family("DiskUtilization", "gauge", "Percent", [(host_label, disk.percent)])
         gpu_labels = [
-            (f'Level="Host",DeviceId="{g.device_id}",Hostname="{_escape(HOSTNAME)}"', g)
+            (f'Level="Host",DeviceId="{g.device_id}",Hostname="{escape(HOSTNAME)}"', g)
             for g in host.gpus
         ]
         family(
@@ -227,7 +166,3 @@ def render(
             [(lb, g.utilization_percent) for lb, g in gpu_labels],
         )
     return ("\n".join(out) + "\n").encode() if out else b""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
