@@ -20,14 +20,13 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from serve import started
+from serve import __version__, started
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
-from serve.mar import MANIFEST
 from serve.models.archive import closest_archives, in_store, store_archives
 from serve.models.download import warn_if_permissive
 from serve.models.hints import either
@@ -46,7 +45,6 @@ from serve.workers.startup import freeze_startup_heap, preload
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 30.0
-_ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
 
 
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
@@ -102,11 +100,8 @@ def _startup(url: str, name: str | None = None) -> RegisterParams:
 
 
 def _all_archives(store: Path) -> list[str]:
-    found = []
-    for path in sorted(store.iterdir()):
-        is_archive = path.is_file() and path.name.endswith(_ARCHIVE_SUFFIXES)
-        if is_archive or (path.is_dir() and (path / MANIFEST).is_file()):
-            found.append(path.name)
+    # the same rule as a model store's listing: serve.mar's suffixes, and archive folders
+    found = store_archives(store)
     if not found:
         logger.warning("load_models: all found no archives in %s", store)
     return found
@@ -123,7 +118,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     registry = Registry(
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
-    logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    logger.info("serve %s: %d GPU(s) visible", __version__, gpu_count)
     warn_if_permissive(config)
     tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
@@ -316,9 +311,3 @@ def _install_signals(stop: asyncio.Event, registry: Registry) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-
-
-def _version() -> str:
-    from serve import __version__
-
-    return __version__
