@@ -27,6 +27,7 @@ from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
+from serve.http.refused import RefusedRequestLogger
 from serve.models.archive import closest_archives, in_store, store_archives
 from serve.models.download import warn_if_permissive
 from serve.models.hints import either
@@ -45,6 +46,7 @@ from serve.workers.startup import freeze_startup_heap, preload
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 30.0
+_REFUSED = RefusedRequestLogger()  # one per process: the rate limit spans every listener
 
 
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
@@ -274,6 +276,7 @@ async def _listen(
         access_log_class=logged or AbstractAccessLogger,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
+        logger=_REFUSED,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
