@@ -1,7 +1,7 @@
 """What the KServe v1 and Open Inference Protocol front doors hand to a handler's service.
 
 Plain data, no torch (DESIGN invariant 7): a tensor rides as a buffer with its datatype and
-shape; the executor side (handlers.kserve, handlers.tensor) makes torch tensors of it.
+shape; the executor side (handlers.protocols, handlers.tensor) makes torch tensors of it.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# InferenceRequest.kind: a batch holds requests of one kind only.
-KIND_TORCHSERVE = 0
+# InferenceRequest.kind: a batch holds requests of one kind only (0, the default, is
+# TorchServe's own predictions).
 KIND_V1 = 1
 KIND_OIP = 2
 

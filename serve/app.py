@@ -36,7 +36,7 @@ from serve.models.version import ModelVersion
 from serve.ports import bind_error
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.snapshots.restore import Restore, restore
-from serve.snapshots.traffic import restore_traffic, traffic_fields
+from serve.snapshots.traffic import restore_traffic
 from serve.telemetry import access_log
 from serve.telemetry.metrics import ServerMetrics, watch_loop_lag
 from serve.workers.devices import visible_gpu_count
@@ -190,9 +190,7 @@ def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Sna
     """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
     if config.no_config_snapshots:
         return None
-    snapshots = Snapshots(
-        config, registry, snapshot_folder(config), extra_fields=[traffic_fields(registry)]
-    )
+    snapshots = Snapshots(config, registry, snapshot_folder(config))
     # runs after the APIs have drained and before the models close
     stack.push_async_callback(snapshots.shutdown)
     registry.listeners.append(snapshots.changed)

@@ -1,7 +1,7 @@
 """A model's traffic split: integer weights over its versions, plus optional shadow copies.
 
 Pure: no asyncio, no registry. `Split.parse` validates the JSON/YAML shape
-(`{"1.0": 90, "2.0": 10, "shadow": {"2.0": 25}}`), `to_dict`/`from_dict` round-trip it
+(`{"1.0": 90, "2.0": 10, "shadow": {"2.0": 25}}`), `to_dict` and `parse` round-trip it
 (snapshots persist that shape), and `choose` picks the version of one unversioned request.
 
 A request with a routing key is placed by weighted rendezvous hashing: every version scores
@@ -78,11 +78,6 @@ class Split:
         if not weights:
             raise InvalidSplit("", "name at least one version with a weight")
         return cls(tuple(weights), tuple(shadow))
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Split:
-        """The inverse of `to_dict` (validated as `parse` does)."""
-        return cls.parse(raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The API shape: `{"1.0": 90, "2.0": 10}`, with `"shadow": {...}` when set."""

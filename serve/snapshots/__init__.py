@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from serve.config.properties import PropertiesError, escape_key, escape_value, p
 from serve.config.torchserve import GRPC, KEYS, convert
 from serve.models.registry import Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.snapshots.traffic import traffic_fields
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ KEEP = 10  # snapshots kept in the folder; older ones are removed after each wri
 NAME = re.compile(r"^\d{17}-(startup|snapshot|shutdown)\.cfg$")
 _HTTP_ADDRESSES = ("inference_address", "management_address", "metrics_address")
 _NOT_WRITTEN = frozenset({"load_models", "model_snapshot"})  # model_snapshot replaces them
-
-# A feature that keeps per-version state the registry should get back after a restart (a
-# traffic split, say) passes one of these: (model name, version) → extra JSON fields, which
-# come back in `SnapshotVersion.extra` on restore.
-ExtraFields = Callable[[str, str], Mapping[str, Any]]
 
 
 def snapshot_folder(config: Config) -> Path:
@@ -92,13 +88,11 @@ class Snapshots:
         folder: Path,
         *,
         keep: int = KEEP,
-        extra_fields: Sequence[ExtraFields] = (),
     ) -> None:
         self._config = config
         self._registry = registry
         self._folder = folder
         self._keep = keep
-        self._extra_fields = tuple(extra_fields)
         self._wanted: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
@@ -144,7 +138,7 @@ class Snapshots:
             name = f"{self._stamp()}-{kind}.cfg"
             try:
                 self._drop_registered()
-                text = render(self._config, self._registry, name, self._extra_fields, self._carried)
+                text = render(self._config, self._registry, name, self._carried)
                 await asyncio.to_thread(write, self._folder, name, text, self._keep)
             except Exception as exc:  # a snapshot must never fail a change or a shutdown
                 logger.error(
@@ -173,7 +167,6 @@ def render(
     config: Config,
     registry: Registry,
     name: str,
-    extra_fields: Sequence[ExtraFields] = (),
     carried: Mapping[tuple[str, str], SnapshotVersion] | None = None,
 ) -> str:
     """The snapshot file's text: the server's keys, then `model_snapshot`.
@@ -183,9 +176,10 @@ def render(
     belong to what is registered now.
     """
     models: dict[str, dict[str, Any]] = {}
+    split_fields = traffic_fields(registry)  # a split's weights, kept per version (.traffic)
     for model_name, model in sorted(registry.models.items()):
         models[model_name] = {
-            key: _version(version, key == model.default, extra_fields)
+            key: _version(version, key == model.default, split_fields)
             for key, version in sorted(model.versions.items())
         }
     for (model_name, key), saved in sorted((carried or {}).items()):
@@ -204,7 +198,7 @@ def render(
 
 
 def _version(
-    version: ModelVersion, default: bool, extra_fields: Sequence[ExtraFields]
+    version: ModelVersion, default: bool, split_fields: Callable[[str, str], dict[str, Any]]
 ) -> dict[str, Any]:
     s = version.settings
     fields_: dict[str, Any] = {
@@ -218,8 +212,7 @@ def _version(
         "startupTimeout": int(STARTUP_TIMEOUT),
         "runtimeType": "python",
     }
-    for extra in extra_fields:
-        fields_.update(extra(version.name, version.version))
+    fields_.update(split_fields(version.name, version.version))
     return fields_
 
 
