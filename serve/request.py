@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 import uuid
 
 from handlers.messages import Output, Param
 from serve.deadline import Deadline
 from serve.errors import ServeError
+
+# A client's request id, and a token key: 1 to 200 printable ASCII characters, no blanks (so
+# neither can break a log line or a header)
+PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class InferenceRequest:

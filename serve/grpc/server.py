@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import time
 from collections.abc import Mapping
@@ -34,10 +33,10 @@ from serve.grpc.oip import OipService
 from serve.grpc.transport import CoalescingServer
 from serve.models.registry import Registry
 from serve.ports import bind_error
+from serve.request import PRINTABLE_ID
 from serve.telemetry.access_log import AccessLog
 
 logger = logging.getLogger(__name__)
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class Servable(Protocol):
@@ -137,7 +136,7 @@ class Gate:
             finally:
                 peer = stream.peer.addr()
                 request_id = stream.metadata.get("x-request-id") if stream.metadata else None
-                if request_id is not None and not _REQUEST_ID.match(request_id):
+                if request_id is not None and not PRINTABLE_ID.match(request_id):
                     request_id = None  # what a client sends reaches the log only if plain
                 access.emit(
                     access.line(

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve.json_numbers import whole_number
+
 SHADOW_KEY = "shadow"
 _SCALE = 2.0**64
 
@@ -83,7 +85,7 @@ class Split:
         """The API shape: `{"1.0": 90, "2.0": 10}`, with `"shadow": {...}` when set."""
         body: dict[str, Any] = dict(self.weights)
         if self.shadow:
-            body[SHADOW_KEY] = {v: _number(p) for v, p in self.shadow}
+            body[SHADOW_KEY] = {v: whole_number(p) for v, p in self.shadow}
         return body
 
     @property
@@ -147,7 +149,3 @@ def _parse_shadow(value: Any) -> list[tuple[str, float]]:
 def _seeded(version: str) -> Any:
     """A hasher of (version, key) pairs, fed the version: stable across processes."""
     return hashlib.blake2b(version.encode() + b"\0", digest_size=8)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if value.is_integer() else value

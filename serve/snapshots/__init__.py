@@ -24,7 +24,8 @@ import orjson
 
 from serve.config import Address, Config, ConfigError, SnapshotVersion, build_config
 from serve.config.properties import PropertiesError, escape_key, escape_value, parse_properties
-from serve.config.torchserve import GRPC, KEYS, convert
+from serve.config.torchserve import GRPC, KEYS, MODEL_FIELDS, convert
+from serve.json_numbers import whole_number
 from serve.models.registry import Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 from serve.snapshots.traffic import traffic_fields
@@ -208,7 +209,7 @@ def _version(
         "maxWorkers": version.max_workers,
         "batchSize": s.batch_size,
         "maxBatchDelay": s.max_batch_delay,
-        "responseTimeout": _number(s.response_timeout),
+        "responseTimeout": whole_number(s.response_timeout),
         "startupTimeout": int(STARTUP_TIMEOUT),
         "runtimeType": "python",
     }
@@ -219,7 +220,7 @@ def _version(
 def _saved_version(saved: SnapshotVersion, alone: bool) -> dict[str, Any]:
     fields_: dict[str, Any] = {"defaultVersion": bool(saved.settings.default_version) and alone}
     fields_["marName"] = saved.mar_name
-    for key, camel in _CAMEL.items():
+    for key, camel in MODEL_FIELDS.items():
         value = getattr(saved.settings, key)
         if value is not None and key != "default_version":
             fields_[camel] = list(value) if isinstance(value, tuple) else _saved_number(value)
@@ -231,7 +232,7 @@ def _saved_version(saved: SnapshotVersion, alone: bool) -> dict[str, Any]:
 
 
 def _saved_number(value: Any) -> Any:
-    return _number(value) if isinstance(value, float) else value
+    return whole_number(value) if isinstance(value, float) else value
 
 
 def server_properties(config: Config) -> list[tuple[str, str]]:
@@ -258,21 +259,10 @@ def _text(key: str, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
     if isinstance(value, float):
-        return str(_number(value))
+        return str(whole_number(value))
     if key == "models":
         return orjson.dumps(_operator_models(value)).decode()
     return str(value)
-
-
-_CAMEL = {
-    "batch_size": "batchSize",
-    "max_batch_delay": "maxBatchDelay",
-    "min_workers": "minWorkers",
-    "max_workers": "maxWorkers",
-    "response_timeout": "responseTimeout",
-    "devices": "deviceIds",
-    "default_version": "defaultVersion",
-}
 
 
 def _operator_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -282,14 +272,10 @@ def _operator_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         for version, settings in versions.items():
             out[name][version] = {
                 camel: getattr(settings, key)
-                for key, camel in _CAMEL.items()
+                for key, camel in MODEL_FIELDS.items()
                 if getattr(settings, key) is not None
             }
     return out
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def write(folder: Path, name: str, text: str, keep: int) -> None:
