@@ -75,9 +75,10 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-logo
 
+# fixes first: a fix can leave lines that need formatting again
 format: install
-	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # gRPC code from proto/ (betterproto2, grpclib client + server), committed under serve/grpc/gen;
 # tests/test_proto_fresh.py fails when it is stale. The protoc plugin lives in the venv's bin.

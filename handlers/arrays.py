@@ -12,22 +12,9 @@ from typing import Any, cast
 import numpy
 import orjson
 
-from handlers.wire import WireTensor
+from handlers.wire import DATATYPES, WireTensor
 
-NUMPY_TYPES = {
-    "BOOL": "bool",
-    "INT8": "int8",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "uint8",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-}
+NUMPY_TYPES = {n: d.numpy for n, d in DATATYPES.items() if d.numpy is not None}
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _DATATYPE_OF = {numpy.dtype(v).name: k for k, v in NUMPY_TYPES.items()}
 

@@ -27,6 +27,7 @@ from handlers.errors import HandlerLoadError
 from handlers.metrics import MetricsCache, MetricSink
 from handlers.service import Service
 from handlers.tensor import TensorHandler
+from handlers.ts import __version__ as ts_version
 from handlers.util import load_private_module
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ BUILTIN_HANDLERS = {
     "object_detector": "handlers.object_detector",
     "text_classifier": "handlers.text_classifier",
 }
-SERVER_VERSION = "0.12.0"
+SERVER_VERSION = ts_version  # TorchServe's, as handlers see it in context
 
 _path_lock = threading.Lock()
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from handlers.context import Context, RequestProcessor
 from handlers.errors import PredictionException
 from handlers.messages import BatchFailure, HandlerRequest, Output
-from handlers.wire import Signature, TensorRequest, TensorResult, TensorSpec, WireTensor
+from handlers.wire import DATATYPES, Signature, TensorRequest, TensorResult, TensorSpec, WireTensor
 
 if TYPE_CHECKING:
     import torch
@@ -37,20 +37,7 @@ __all__ = ["TensorHandler", "TensorSpec"]
 
 logger = logging.getLogger(__name__)
 
-_TORCH_TYPES = {
-    "BOOL": "bool",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
+_TORCH_TYPES = {n: d.torch for n, d in DATATYPES.items() if d.torch is not None}
 
 
 class RowMismatch(ValueError):

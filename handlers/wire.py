@@ -1,7 +1,7 @@
 """What the KServe v1 and Open Inference Protocol front doors hand to a handler's service.
 
 Plain data, no torch (DESIGN invariant 7): a tensor rides as a buffer with its datatype and
-shape; the executor side (handlers.kserve, handlers.tensor) makes torch tensors of it.
+shape; the executor side (handlers.protocols, handlers.tensor) makes torch tensors of it.
 """
 
 from __future__ import annotations
@@ -9,27 +9,45 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# InferenceRequest.kind: a batch holds requests of one kind only.
+# InferenceRequest.kind: a batch holds requests of one kind only (0, the default, is
+# TorchServe's own predictions).
 KIND_TORCHSERVE = 0
 KIND_V1 = 1
 KIND_OIP = 2
 
-# OIP datatype → bytes per element (BYTES elements are length-prefixed, so None).
-DATATYPE_SIZES: dict[str, int | None] = {
-    "BOOL": 1,
-    "INT8": 1,
-    "INT16": 2,
-    "INT32": 4,
-    "INT64": 8,
-    "UINT8": 1,
-    "UINT16": 2,
-    "UINT32": 4,
-    "UINT64": 8,
-    "FP16": 2,
-    "FP32": 4,
-    "FP64": 8,
-    "BYTES": None,
+
+@dataclass(frozen=True, slots=True)
+class Datatype:
+    """One OIP datatype and what each side spells it as (None: it has no such form)."""
+
+    name: str
+    size: int | None  # bytes per element; BYTES elements are length-prefixed
+    struct: str | None  # the struct module's code (little-endian packing of JSON data)
+    numpy: str | None  # the little-endian numpy dtype
+    torch: str | None  # the torch dtype's name
+    contents: str | None  # the gRPC ModelInferRequest `contents` field (FP16 must come raw)
+
+
+DATATYPES: dict[str, Datatype] = {
+    d.name: d
+    for d in (
+        Datatype("BOOL", 1, "?", "bool", "bool", "bool_contents"),
+        Datatype("INT8", 1, "b", "int8", "int8", "int_contents"),
+        Datatype("INT16", 2, "h", "<i2", "int16", "int_contents"),
+        Datatype("INT32", 4, "i", "<i4", "int32", "int_contents"),
+        Datatype("INT64", 8, "q", "<i8", "int64", "int64_contents"),
+        Datatype("UINT8", 1, "B", "uint8", "uint8", "uint_contents"),
+        Datatype("UINT16", 2, "H", "<u2", "uint16", "uint_contents"),
+        Datatype("UINT32", 4, "I", "<u4", "uint32", "uint_contents"),
+        Datatype("UINT64", 8, "Q", "<u8", "uint64", "uint64_contents"),
+        Datatype("FP16", 2, "e", "<f2", "float16", None),
+        Datatype("FP32", 4, "f", "<f4", "float32", "fp32_contents"),
+        Datatype("FP64", 8, "d", "<f8", "float64", "fp64_contents"),
+        Datatype("BYTES", None, None, None, None, "bytes_contents"),
+    )
 }
+# OIP datatype → bytes per element (BYTES elements are length-prefixed, so None).
+DATATYPE_SIZES: dict[str, int | None] = {name: d.size for name, d in DATATYPES.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,14 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from serve import started
+from serve import __version__, started
 from serve.auth.keys import Tokens, load_or_create
 from serve.config import Address, Config, ConfigError, shares_api_port
 from serve.errors import ServeError
 from serve.grpc.server import start_grpc
 from serve.http.access import LOGGER, access_logger
 from serve.http.apps import api_app, inference_app, management_app, metrics_app
-from serve.mar import MANIFEST
+from serve.http.refused import RefusedRequestLogger
 from serve.models.archive import closest_archives, in_store, store_archives
 from serve.models.download import warn_if_permissive
 from serve.models.hints import either
@@ -36,7 +36,7 @@ from serve.models.version import ModelVersion
 from serve.ports import bind_error
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.snapshots.restore import Restore, restore
-from serve.snapshots.traffic import restore_traffic, traffic_fields
+from serve.snapshots.traffic import restore_traffic
 from serve.telemetry import access_log
 from serve.telemetry.metrics import ServerMetrics, watch_loop_lag
 from serve.workers.devices import visible_gpu_count
@@ -46,7 +46,7 @@ from serve.workers.startup import freeze_startup_heap, preload
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 30.0
-_ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".model")
+_REFUSED = RefusedRequestLogger()  # one per process: the rate limit spans every listener
 
 
 def startup_models(config: Config) -> list[tuple[str, RegisterParams]]:
@@ -102,11 +102,8 @@ def _startup(url: str, name: str | None = None) -> RegisterParams:
 
 
 def _all_archives(store: Path) -> list[str]:
-    found = []
-    for path in sorted(store.iterdir()):
-        is_archive = path.is_file() and path.name.endswith(_ARCHIVE_SUFFIXES)
-        if is_archive or (path.is_dir() and (path / MANIFEST).is_file()):
-            found.append(path.name)
+    # the same rule as a model store's listing: serve.mar's suffixes, and archive folders
+    found = store_archives(store)
     if not found:
         logger.warning("load_models: all found no archives in %s", store)
     return found
@@ -128,7 +125,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     registry = Registry(
         config, gpu_count=gpu_count, budget=ThreadBudget(config.torch_num_threads), metrics=metrics
     )
-    logger.info("serve %s: %d GPU(s) visible", _version(), gpu_count)
+    logger.info("serve %s: %d GPU(s) visible", __version__, gpu_count)
     warn_if_permissive(config)
     tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
@@ -198,9 +195,7 @@ def _snapshots(stack: AsyncExitStack, config: Config, registry: Registry) -> Sna
     """Snapshots after each change and on shutdown, unless no_config_snapshots (--ncs)."""
     if config.no_config_snapshots:
         return None
-    snapshots = Snapshots(
-        config, registry, snapshot_folder(config), extra_fields=[traffic_fields(registry)]
-    )
+    snapshots = Snapshots(config, registry, snapshot_folder(config))
     # runs after the APIs have drained and before the models close
     stack.push_async_callback(snapshots.shutdown)
     registry.listeners.append(snapshots.changed)
@@ -284,6 +279,7 @@ async def _listen(
         access_log_class=logged or AbstractAccessLogger,
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_GRACE,
+        logger=_REFUSED,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -321,9 +317,3 @@ def _install_signals(stop: asyncio.Event, registry: Registry) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-
-
-def _version() -> str:
-    from serve import __version__
-
-    return __version__

@@ -13,6 +13,10 @@ from handlers.messages import Output, Param
 from serve.deadline import Deadline
 from serve.errors import ServeError
 
+# A client's request id, and a token key: 1 to 200 printable ASCII characters, no blanks (so
+# neither can break a log line or a header)
+PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
 
 class InferenceRequest:
     """A request on its way through the batcher; answered exactly once through `future`.
@@ -171,14 +175,9 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFFFFFF:012x}"
 
 
-# what a client may choose as its request id: printable ASCII without spaces, as it reaches
-# the access log and the response headers unchanged
-_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
-
-
 def request_id_for(given: str | None) -> str:
     """The one request-id rule of every door: the client's x-request-id when it is usable
     (REST header or gRPC metadata), else a fresh id."""
-    if given is not None and _CLIENT_ID.match(given):
+    if given is not None and PRINTABLE_ID.match(given):
         return given
     return new_request_id()

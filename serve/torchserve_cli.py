@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 
 from serve import __version__
+from serve.mar import TORCHSERVE_VERSION
 from serve.started import READY_FD_ENV
 from serve.telemetry.log_files import LOG_ENV, METRICS_ENV
 
-TORCHSERVE_VERSION = "0.12.0"  # the TorchServe release whose contract this command keeps
 PID_FILE_NAME = ".model_server.pid"
 START_TIMEOUT = 300.0  # seconds to wait for the APIs; startup models load in the background
 STOP_TIMEOUT = 60.0  # TorchServe's wait with `--stop --foreground`

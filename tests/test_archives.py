@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import handlers_src as src
-from tests.support import Server, http, model_folder
+from tests.support import Server, http, model_folder, server_config
 
 pytestmark = pytest.mark.usefixtures("loop_guard")
 
@@ -169,3 +169,24 @@ def test_an_archive_built_by_the_real_torch_model_archiver_serves_unchanged(
     assert (status, json.loads(raw)) == (200, {"name": "scale", "ready": True})
     assert http("DELETE", f"{server.management}/models/scale")[0] == 200
     assert http("GET", f"{server.management}/v1/models/scale")[0] == 404
+
+
+def test_load_models_all_loads_every_suffix_the_store_accepts(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    for name, file in (("zipped", "zipped.zip"), ("marred", "marred.mar")):
+        source = model_folder(tmp_path, name, src.ECHO, name=name)
+        with zipfile.ZipFile(store / file, "w") as archive:
+            for path in source.rglob("*"):
+                archive.write(path, path.relative_to(source).as_posix())
+    server = Server(tmp_path, server_config(store, load_models="all", default_workers_per_model=1))
+    server.start()
+    try:
+        server.wait_ready()
+        listed = json.loads(http("GET", f"{server.management}/models")[1])["models"]
+        assert sorted(m["modelName"] for m in listed) == ["marred", "zipped"]
+        status, answer = predict(server, "zipped", b"[1]", "application/json")
+        assert status == 200
+        assert answer["input"] == [1]  # type: ignore[index]
+    finally:
+        assert server.stop() == 0

@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from handlers.messages import Output
-from serve.batching.batcher import MAX_AHEAD, Batcher
+from serve.batching.batcher import Batcher
+from serve.batching.flights import MAX_AHEAD
 from serve.request import InferenceRequest
 
 
@@ -65,7 +66,7 @@ async def _after_batches_of(
     batcher = _batcher(batch_size)
     executor = HeldExecutor(batcher)
     batcher.capacity = 1
-    batcher.add(executor)
+    batcher.idle(executor)
     for round_ in range(5):
         _submit(batcher, batch_size, start=round_ * batch_size)
         if seconds:
@@ -78,7 +79,7 @@ async def _first_burst() -> None:
     batcher = _batcher(1)
     executor = HeldExecutor(batcher)
     batcher.capacity = 1
-    batcher.add(executor)
+    batcher.idle(executor)
     _submit(batcher, 20, start=0)
     # no batch has finished yet: the running one and one full batch behind it
     assert len(executor.inbox) == 2

@@ -164,7 +164,7 @@ async def _play(s: Scenario) -> None:
     ]
     batcher.capacity = len(runners)
     for runner in runners:
-        batcher.add(runner)
+        batcher.idle(runner)
 
     requests: list[InferenceRequest] = []
     cancelled: set[str] = set()

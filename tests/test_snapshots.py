@@ -362,7 +362,7 @@ def test_a_restart_restores_the_traffic_split_over_the_config_one(tmp_path: Path
         m = second.management
         assert call("GET", f"{m}/models/m/traffic") == SPLIT
         assert call("GET", f"{m}/models/m")[0]["trafficSplit"] == SPLIT
-        split = Split.from_dict(SPLIT)
+        split = Split.parse(SPLIT)
         expected = {key: split.choose(key) for key in ROUTING_KEYS}
         assert set(expected.values()) == {"1.0", "2.0"}  # the keys reach both versions
         assert routed(second, ROUTING_KEYS) == expected

@@ -58,7 +58,7 @@ def test_round_trip_keeps_the_shape() -> None:
     raw = {"1.0": 90, "2.0": 10, "shadow": {"3.0": 25, "2.0": 12.5}}
     split = Split.parse(raw)
     assert split.to_dict() == raw
-    assert Split.from_dict(split.to_dict()) == split
+    assert Split.parse(split.to_dict()) == split
     assert split.versions == {"1.0", "2.0", "3.0"}
     assert Split.parse({"1.0": 100}).to_dict() == {"1.0": 100}
 

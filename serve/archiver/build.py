@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 
 from serve.archiver.writers import write_archive
-from serve.mar import MANIFEST, MODEL_NAME_PATTERN
+from serve.mar import MANIFEST, MODEL_NAME_PATTERN, TORCHSERVE_VERSION
 
-ARCHIVER_VERSION = "0.12.0"
+ARCHIVER_VERSION = TORCHSERVE_VERSION
 ARCHIVE_FORMATS = {"default": ".mar", "zip-store": ".mar", "tgz": ".tar.gz", "no-archive": ""}
 RUNTIMES = ("python", "python3", "LSP")
 # torch-model-archiver's list: these names are recorded in the manifest and never copied.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serve.config import ConfigError
+from serve.request import PRINTABLE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ Kind = Literal["management", "inference", "API"]
 _EXPIRES = "expiration time"
 # TorchServe's header pattern; the scheme's case is free (RFC 6750), whitespace as theirs
 _BEARER = re.compile(r"^[Bb]earer\s+(\S+)\s*$")
-_KEY_TEXT = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def _read(path: Path) -> dict[Kind, Key]:
     for kind in ("management", "inference", "API"):
         entry = raw.get(kind)
         value = entry.get("key") if isinstance(entry, dict) else None
-        if not isinstance(value, str) or not _KEY_TEXT.match(value):
+        if not isinstance(value, str) or not PRINTABLE_ID.match(value):
             raise ConfigError(str(path), f'"{kind}" needs a "key" string; {_HINT}')
         expires = None
         if kind != "API":

@@ -10,6 +10,7 @@ another, so the executor starts it the moment it finishes instead of waiting for
 full batch may wait per executor; more while batches are short (as many as fit in
 `AHEAD_SECONDS` of the recent batch time, at most `MAX_AHEAD`): a fast model's executor then
 goes from batch to batch without sleeping between them until the loop hands it the next.
+The ledger of batches inside executors is serve.batching.flights.
 
 The executor thread reports back with `complete` (through `call_soon_threadsafe`), which
 answers every request of the batch and lets the executor take the next one. A watchdog checks
@@ -29,10 +30,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from handlers.messages import BatchFailure, Output
+from serve.batching.flights import Batch, Flights, Runner
 from serve.batching.policy import ArrivalRate, ConcurrencyWindow, Take, decide
 from serve.errors import (
     DeadlineExceeded,
@@ -46,30 +46,7 @@ from serve.request import InferenceRequest
 
 logger = logging.getLogger(__name__)
 
-AHEAD_SECONDS = 0.002  # work that full batches waiting in a busy executor's inbox may add up to
-MAX_AHEAD = 8  # full batches that may wait in one executor's inbox
-
-
-class Runner(Protocol):
-    """What the batcher needs of an executor."""
-
-    name: str
-    retiring: bool
-
-    def run(self, batch: list[InferenceRequest]) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-Batch = list[InferenceRequest]
-
-
-@dataclass(slots=True)
-class Flight:
-    """A batch handed to an executor; `started` is set once the executor is on it."""
-
-    batch: Batch
-    started: float | None
+__all__ = ["Batch", "Batcher", "Runner"]
 
 
 class Batcher:
@@ -104,10 +81,8 @@ class Batcher:
         self._on_deadline = on_deadline
         self._pending: deque[InferenceRequest] = deque()
         self._extra = 0  # items beyond one per pending request (0 unless multi-item requests)
-        self._batch_seconds = 0.0  # moving average of a batch's run time (0: none finished yet)
         self._idle: deque[Runner] = deque()
-        self._flights: dict[Runner, deque[Flight]] = {}  # running first, then those waiting
-        self._in_flight = 0
+        self._flights = Flights()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
@@ -118,7 +93,7 @@ class Batcher:
         self._drained.set()
         self._loop = asyncio.get_running_loop()
 
-    # --- the three calls of the surface: submit, add (idle), complete -----------------------
+    # --- the request path: submit, idle, complete -------------------------------------------
 
     def submit(self, request: InferenceRequest) -> None:
         """Queue a request, or refuse it at the door (503) when there is no room."""
@@ -144,11 +119,11 @@ class Batcher:
         self._drained.clear()
         now = request.arrival
         self._rate.observe(now)
-        self._window.observe(len(pending) + self._in_flight, now)
+        self._window.observe(len(pending) + self._flights.count, now)
         if self._idle or len(pending) + self._extra >= self.batch_size:
             self._dispatch()
 
-    def add(self, runner: Runner) -> None:
+    def idle(self, runner: Runner) -> None:
         """An executor is ready for a batch."""
         if runner.retiring or (self._closed and not self._pending):
             runner.stop()
@@ -167,12 +142,11 @@ class Batcher:
 
         `run_seconds` is how long the executor ran it, as it measured (else the loop's time
         from handing it over to now, which adds the thread's wake-up and the loop's lag)."""
-        flights = self._flights.get(runner)
-        if not flights or flights[0].batch is not batch:
+        flight = self._flights.finish(runner, batch)
+        if flight is None:
             # the batch timed out and was already answered; the executor was replaced
             runner.stop()
             return
-        flight = flights.popleft()
         run = run_seconds
         if flight.started is not None:
             seconds = time.monotonic() - flight.started
@@ -180,9 +154,7 @@ class Batcher:
                 self._on_done(seconds)
             run = seconds if run is None else run
         if run is not None:
-            average = self._batch_seconds
-            self._batch_seconds = run if not average else 0.8 * average + 0.2 * run
-        self._in_flight -= len(batch)
+            self._flights.observe_run(run)
         if isinstance(result, BatchFailure):
             error = InternalError(result.message, status=result.status)
             for request in batch:
@@ -190,20 +162,18 @@ class Batcher:
         else:
             for request, output in zip(batch, result, strict=True):
                 request.deliver(output)
-        if flights:
-            flights[0].started = time.monotonic()  # the queued batch is running now
+        if self._flights.start_next(runner, time.monotonic()):  # its inbox batch runs now
             self._dispatch()
         else:
-            del self._flights[runner]
             self._check_drained()
-            self.add(runner)
+            self.idle(runner)
 
     def _deadline_passed(self, request: InferenceRequest) -> None:
         """Answer a request whose deadline passed: 504 now, out of the queue if still queued."""
         request.timer = None
         if request.future.done() and request.stream is None:
             return  # answered, failed or cancelled in the meantime
-        stage = self._stage(request)
+        stage = self._flights.stage_of(request)
         if not request.dispatched:
             with contextlib.suppress(ValueError):
                 self._pending.remove(request)
@@ -226,17 +196,6 @@ class Batcher:
         )
         if self._on_deadline is not None:
             self._on_deadline(stage)
-
-    def _stage(self, request: InferenceRequest) -> str:
-        """ "queued" until a handler has its batch (in the queue or an executor's inbox)."""
-        if not request.dispatched:
-            return "queued"
-        for flights in self._flights.values():
-            for flight in flights:
-                if request in flight.batch:
-                    # an inbox batch is skipped by its executor (serve.workers.executor)
-                    return "running" if flight.started is not None else "queued"
-        return "running"
 
     # --- removing executors ----------------------------------------------------------------
 
@@ -261,7 +220,7 @@ class Batcher:
     @property
     def in_flight(self) -> int:
         """Requests inside executors (running or queued in an inbox)."""
-        return self._in_flight
+        return self._flights.count
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -276,7 +235,7 @@ class Batcher:
             items = len(pending) + self._extra
             if not self._idle:
                 # no executor is free: only a full batch may queue behind a running one
-                runner = self._queue_slot() if items >= self.batch_size else None
+                runner = self._flights.slot_for_full_batch() if items >= self.batch_size else None
                 if runner is None:
                     break
                 self._send(runner, self._take(self.batch_size, now), now, running=False)
@@ -287,7 +246,7 @@ class Batcher:
                 batch_size=self.batch_size,
                 max_delay=self.max_batch_delay,
                 gatherable=(
-                    max(1, self._window.peak(now) - self._in_flight)
+                    max(1, self._window.peak(now) - self._flights.count)
                     if self.adaptive
                     else self.batch_size
                 ),
@@ -323,30 +282,10 @@ class Batcher:
                 break
         return batch
 
-    def _queue_slot(self) -> Runner | None:
-        """A busy executor with room in its inbox: the fewest batches waiting, then the one
-        whose running batch started first."""
-        average = self._batch_seconds
-        room = 1 if not average else max(1, min(MAX_AHEAD, int(AHEAD_SECONDS / average)))
-        best: Runner | None = None
-        best_key = (0, 0.0)
-        for runner, flights in self._flights.items():
-            waiting = len(flights) - 1
-            if waiting >= room or runner.retiring:
-                continue
-            key = (waiting, flights[0].started or 0.0)
-            if best is None or key < best_key:
-                best, best_key = runner, key
-        return best
-
     def _send(self, runner: Runner, batch: Batch, now: float, *, running: bool) -> None:
         if not batch:
             return
-        flights = self._flights.get(runner)
-        if flights is None:
-            flights = self._flights[runner] = deque()
-        flights.append(Flight(batch, now if running else None))
-        self._in_flight += len(batch)
+        self._flights.send(runner, batch, now if running else None)
         if self._on_batch is not None:
             self._on_batch(batch, now)
         if self._watchdog is None:
@@ -375,15 +314,13 @@ class Batcher:
     def _watch(self) -> None:
         self._watchdog = None
         now = time.monotonic()
-        for runner, flights in list(self._flights.items()):
-            started = flights[0].started
-            if started is not None and now - started > self.response_timeout:
-                self._expire(runner, flights)
+        for runner in self._flights.expired(now, self.response_timeout):
+            self._expire(runner)
         if self._flights:
             self._watchdog = self._loop.call_later(self._watch_period, self._watch)
 
-    def _expire(self, runner: Runner, flights: deque[Flight]) -> None:
-        del self._flights[runner]
+    def _expire(self, runner: Runner) -> None:
+        flights = self._flights.drop(runner)
         logger.error(
             "Model %s version %s: %s did not finish a batch of %d within %gs; "
             "answering it with an error and replacing the executor",
@@ -398,7 +335,6 @@ class Batcher:
             f"response_timeout of {self.response_timeout:g} s; the worker was replaced"
         )
         for flight in flights:  # a batch queued behind the stuck one cannot run either
-            self._in_flight -= len(flight.batch)
             for request in flight.batch:
                 request.fail(error)
         self._check_drained()
@@ -426,14 +362,11 @@ class Batcher:
         """Answer everything queued or running with `error`."""
         while self._pending:
             self._pop().fail(error)
-        for flights in self._flights.values():
-            for flight in flights:
-                for request in flight.batch:
-                    request.fail(error)
+        for request in self._flights.requests():
+            request.fail(error)
         self._flights.clear()
-        self._in_flight = 0
         self._drained.set()
 
     def _check_drained(self) -> None:
-        if not self._in_flight and not self._pending:
+        if not self._flights.count and not self._pending:
             self._drained.set()

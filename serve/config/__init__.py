@@ -1,10 +1,12 @@
 """Configuration: the frozen Config (from serve.yaml or TorchServe's config.properties).
 
-`schema` holds the Config, its validation and the YAML reader; `torchserve` reads a
-config.properties into the same raw keys; `properties` is the Java .properties codec.
+`schema` holds the dataclasses, `validate` turns raw keys into a Config (every error names
+the key), `load` reads the YAML file; `torchserve` reads a config.properties into the same
+raw keys; `properties` is the Java .properties codec.
 The names every layer imports are re-exported here.
 """
 
+from serve.config.load import load_config
 from serve.config.schema import (
     DEFAULT_ALLOWED_URLS,
     DEFAULT_MAX_DOWNLOAD_SIZE,
@@ -16,11 +18,9 @@ from serve.config.schema import (
     ConfigError,
     ModelSettings,
     SnapshotVersion,
-    build_config,
-    load_config,
-    parse_address,
     shares_api_port,
 )
+from serve.config.validate import build_config, parse_address
 
 __all__ = [
     "DEFAULT_ALLOWED_URLS",

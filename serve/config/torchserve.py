@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from serve.config.properties import PropertiesError, parse_properties
-from serve.config.schema import Config, ConfigError, build_config
+from serve.config.schema import Config, ConfigError
+from serve.config.validate import build_config
 
 Convert = Callable[[str, str], Any]
 
@@ -70,16 +71,18 @@ def _json(key: str, text: str) -> Any:
         raise ConfigError(key, f"is not valid JSON: {exc}") from None
 
 
-# TorchServe's per-version JSON fields (in `models` and `model_snapshot`) → our `models:` keys
-_MODEL_FIELDS = {
-    "batchSize": "batch_size",
-    "maxBatchDelay": "max_batch_delay",
-    "minWorkers": "min_workers",
-    "maxWorkers": "max_workers",
-    "responseTimeout": "response_timeout",
-    "deviceIds": "devices",
-    "defaultVersion": "default_version",
+# our `models:` keys → TorchServe's per-version JSON fields (in `models` and `model_snapshot`),
+# read here and written by serve.snapshots
+MODEL_FIELDS = {
+    "batch_size": "batchSize",
+    "max_batch_delay": "maxBatchDelay",
+    "min_workers": "minWorkers",
+    "max_workers": "maxWorkers",
+    "response_timeout": "responseTimeout",
+    "devices": "deviceIds",
+    "default_version": "defaultVersion",
 }
+_OUR_KEYS = {camel: key for key, camel in MODEL_FIELDS.items()}
 # TorchServe ignores values <= 0 in `models`; a snapshot may hold a model scaled to 0 workers
 _ZERO_ALLOWED = frozenset({"min_workers", "max_workers"})
 
@@ -103,7 +106,7 @@ def _version_fields(fields: Mapping[str, Any], *, snapshot: bool) -> dict[str, A
     ours: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in fields.items():
-        key = _MODEL_FIELDS.get(name)
+        key = _OUR_KEYS.get(name)
         if key is None:
             extra[name] = value
             continue

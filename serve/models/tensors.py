@@ -16,23 +16,10 @@ from typing import Any, cast
 
 import orjson
 
-from handlers.wire import DATATYPE_SIZES, Signature, TensorSpec, WireTensor
+from handlers.wire import DATATYPE_SIZES, DATATYPES, Signature, TensorSpec, WireTensor
 from serve.errors import BadRequest, InvalidModel
 
-STRUCT_CODES = {
-    "BOOL": "?",
-    "INT8": "b",
-    "INT16": "h",
-    "INT32": "i",
-    "INT64": "q",
-    "UINT8": "B",
-    "UINT16": "H",
-    "UINT32": "I",
-    "UINT64": "Q",
-    "FP16": "e",
-    "FP32": "f",
-    "FP64": "d",
-}
+STRUCT_CODES = {n: d.struct for n, d in DATATYPES.items() if d.struct is not None}
 _LENGTH = struct.Struct("<I")
 
 

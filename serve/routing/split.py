@@ -1,7 +1,7 @@
 """A model's traffic split: integer weights over its versions, plus optional shadow copies.
 
 Pure: no asyncio, no registry. `Split.parse` validates the JSON/YAML shape
-(`{"1.0": 90, "2.0": 10, "shadow": {"2.0": 25}}`), `to_dict`/`from_dict` round-trip it
+(`{"1.0": 90, "2.0": 10, "shadow": {"2.0": 25}}`), `to_dict` and `parse` round-trip it
 (snapshots persist that shape), and `choose` picks the version of one unversioned request.
 
 A request with a routing key is placed by weighted rendezvous hashing: every version scores
@@ -20,6 +20,8 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from serve.json_numbers import whole_number
 
 SHADOW_KEY = "shadow"
 _SCALE = 2.0**64
@@ -79,16 +81,11 @@ class Split:
             raise InvalidSplit("", "name at least one version with a weight")
         return cls(tuple(weights), tuple(shadow))
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Split:
-        """The inverse of `to_dict` (validated as `parse` does)."""
-        return cls.parse(raw)
-
     def to_dict(self) -> dict[str, Any]:
         """The API shape: `{"1.0": 90, "2.0": 10}`, with `"shadow": {...}` when set."""
         body: dict[str, Any] = dict(self.weights)
         if self.shadow:
-            body[SHADOW_KEY] = {v: _number(p) for v, p in self.shadow}
+            body[SHADOW_KEY] = {v: whole_number(p) for v, p in self.shadow}
         return body
 
     @property
@@ -152,7 +149,3 @@ def _parse_shadow(value: Any) -> list[tuple[str, float]]:
 def _seeded(version: str) -> Any:
     """A hasher of (version, key) pairs, fed the version: stable across processes."""
     return hashlib.blake2b(version.encode() + b"\0", digest_size=8)
-
-
-def _number(value: float) -> int | float:
-    return int(value) if value.is_integer() else value

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +24,11 @@ import orjson
 
 from serve.config import Address, Config, ConfigError, SnapshotVersion, build_config
 from serve.config.properties import PropertiesError, escape_key, escape_value, parse_properties
-from serve.config.torchserve import GRPC, KEYS, convert
+from serve.config.torchserve import GRPC, KEYS, MODEL_FIELDS, convert
+from serve.json_numbers import whole_number
 from serve.models.registry import Registry
 from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.snapshots.traffic import traffic_fields
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +36,6 @@ KEEP = 10  # snapshots kept in the folder; older ones are removed after each wri
 NAME = re.compile(r"^\d{17}-(startup|snapshot|shutdown)\.cfg$")
 _HTTP_ADDRESSES = ("inference_address", "management_address", "metrics_address")
 _NOT_WRITTEN = frozenset({"load_models", "model_snapshot"})  # model_snapshot replaces them
-
-# A feature that keeps per-version state the registry should get back after a restart (a
-# traffic split, say) passes one of these: (model name, version) → extra JSON fields, which
-# come back in `SnapshotVersion.extra` on restore.
-ExtraFields = Callable[[str, str], Mapping[str, Any]]
 
 
 def snapshot_folder(config: Config) -> Path:
@@ -92,13 +89,11 @@ class Snapshots:
         folder: Path,
         *,
         keep: int = KEEP,
-        extra_fields: Sequence[ExtraFields] = (),
     ) -> None:
         self._config = config
         self._registry = registry
         self._folder = folder
         self._keep = keep
-        self._extra_fields = tuple(extra_fields)
         self._wanted: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_ms = 0
@@ -144,7 +139,7 @@ class Snapshots:
             name = f"{self._stamp()}-{kind}.cfg"
             try:
                 self._drop_registered()
-                text = render(self._config, self._registry, name, self._extra_fields, self._carried)
+                text = render(self._config, self._registry, name, self._carried)
                 await asyncio.to_thread(write, self._folder, name, text, self._keep)
             except Exception as exc:  # a snapshot must never fail a change or a shutdown
                 logger.error(
@@ -173,7 +168,6 @@ def render(
     config: Config,
     registry: Registry,
     name: str,
-    extra_fields: Sequence[ExtraFields] = (),
     carried: Mapping[tuple[str, str], SnapshotVersion] | None = None,
 ) -> str:
     """The snapshot file's text: the server's keys, then `model_snapshot`.
@@ -183,9 +177,10 @@ def render(
     belong to what is registered now.
     """
     models: dict[str, dict[str, Any]] = {}
+    split_fields = traffic_fields(registry)  # a split's weights, kept per version (.traffic)
     for model_name, model in sorted(registry.models.items()):
         models[model_name] = {
-            key: _version(version, key == model.default, extra_fields)
+            key: _version(version, key == model.default, split_fields)
             for key, version in sorted(model.versions.items())
         }
     for (model_name, key), saved in sorted((carried or {}).items()):
@@ -204,7 +199,7 @@ def render(
 
 
 def _version(
-    version: ModelVersion, default: bool, extra_fields: Sequence[ExtraFields]
+    version: ModelVersion, default: bool, split_fields: Callable[[str, str], dict[str, Any]]
 ) -> dict[str, Any]:
     s = version.settings
     fields_: dict[str, Any] = {
@@ -214,19 +209,18 @@ def _version(
         "maxWorkers": version.max_workers,
         "batchSize": s.batch_size,
         "maxBatchDelay": s.max_batch_delay,
-        "responseTimeout": _number(s.response_timeout),
+        "responseTimeout": whole_number(s.response_timeout),
         "startupTimeout": int(STARTUP_TIMEOUT),
         "runtimeType": "python",
     }
-    for extra in extra_fields:
-        fields_.update(extra(version.name, version.version))
+    fields_.update(split_fields(version.name, version.version))
     return fields_
 
 
 def _saved_version(saved: SnapshotVersion, alone: bool) -> dict[str, Any]:
     fields_: dict[str, Any] = {"defaultVersion": bool(saved.settings.default_version) and alone}
     fields_["marName"] = saved.mar_name
-    for key, camel in _CAMEL.items():
+    for key, camel in MODEL_FIELDS.items():
         value = getattr(saved.settings, key)
         if value is not None and key != "default_version":
             fields_[camel] = list(value) if isinstance(value, tuple) else _saved_number(value)
@@ -238,7 +232,7 @@ def _saved_version(saved: SnapshotVersion, alone: bool) -> dict[str, Any]:
 
 
 def _saved_number(value: Any) -> Any:
-    return _number(value) if isinstance(value, float) else value
+    return whole_number(value) if isinstance(value, float) else value
 
 
 def server_properties(config: Config) -> list[tuple[str, str]]:
@@ -265,21 +259,10 @@ def _text(key: str, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
     if isinstance(value, float):
-        return str(_number(value))
+        return str(whole_number(value))
     if key == "models":
         return orjson.dumps(_operator_models(value)).decode()
     return str(value)
-
-
-_CAMEL = {
-    "batch_size": "batchSize",
-    "max_batch_delay": "maxBatchDelay",
-    "min_workers": "minWorkers",
-    "max_workers": "maxWorkers",
-    "response_timeout": "responseTimeout",
-    "devices": "deviceIds",
-    "default_version": "defaultVersion",
-}
 
 
 def _operator_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -289,14 +272,10 @@ def _operator_models(models: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         for version, settings in versions.items():
             out[name][version] = {
                 camel: getattr(settings, key)
-                for key, camel in _CAMEL.items()
+                for key, camel in MODEL_FIELDS.items()
                 if getattr(settings, key) is not None
             }
     return out
-
-
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
 
 
 def write(folder: Path, name: str, text: str, keep: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from serve.config import Config, SnapshotVersion
@@ -12,10 +11,6 @@ from serve.models.registry import RegisterParams, Registry
 from serve.models.version import ModelVersion
 
 logger = logging.getLogger(__name__)
-
-# A feature that saved extra fields (serve.snapshots.ExtraFields) gets them back here, once
-# per restored version, from `saved.extra`.
-RestoreHook = Callable[[ModelVersion, SnapshotVersion], None]
 
 
 def snapshot_models(config: Config) -> list[tuple[str, str, RegisterParams]]:
@@ -51,7 +46,7 @@ class Restore:
     reasons: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHook] = ()) -> Restore:
+async def restore(registry: Registry, config: Config) -> Restore:
     """Register the snapshot's versions; one that fails is logged and the others still load.
 
     The workers are left to the caller (`Registry.start_workers`), once the listeners are up.
@@ -76,6 +71,4 @@ async def restore(registry: Registry, config: Config, hooks: Sequence[RestoreHoo
                 params.url,
                 result.version.version,
             )
-        for hook in hooks:
-            hook(result.version, config.model_snapshot[name][version])
     return outcome

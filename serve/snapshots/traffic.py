@@ -15,14 +15,13 @@ the API, including a split they removed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from serve.config import SnapshotVersion
 from serve.errors import ServeError
 from serve.models.registry import Registry
 from serve.routing.split import SHADOW_KEY, InvalidSplit, Split
-from serve.snapshots import ExtraFields
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ WEIGHT = "trafficWeight"
 SHADOW = "shadowPercent"
 
 
-def traffic_fields(registry: Registry) -> ExtraFields:
+def traffic_fields(registry: Registry) -> Callable[[str, str], dict[str, Any]]:
     """The snapshot fields of one version: its weight and shadow percentage, when split."""
 
     def fields(name: str, version: str) -> dict[str, Any]:
@@ -73,7 +72,7 @@ def restore_traffic(
             )
             raw = _without(raw, present)
         try:
-            split = Split.from_dict(raw)
+            split = Split.parse(raw)
         except InvalidSplit as exc:
             logger.error(
                 "Cannot restore the traffic split of model %s (%s); version %s takes all its "

@@ -35,7 +35,7 @@ class Scheduler(Protocol):
 
     capacity: int  # executors loading or ready; the pool keeps it
 
-    def add(self, runner: Executor) -> None: ...
+    def idle(self, runner: Executor) -> None: ...
 
     def forget(self, runner: Executor) -> bool: ...
 
@@ -118,7 +118,7 @@ class Pool:
         if executor.state == "READY":
             executor.state = "UNLOADING"
         self._batcher.capacity -= 1
-        # an idle one stops now; a busy or loading one stops when it reports back (batcher.add)
+        # an idle one stops now; a busy or loading one stops when it reports back (batcher.idle)
         if self._batcher.forget(executor):
             executor.stop()
         self._changed.set()
@@ -159,7 +159,7 @@ class Pool:
                 executor.load_seconds or 0.0,
                 self._budget.per_executor,
             )
-            self._batcher.add(executor)  # a retired one is stopped here
+            self._batcher.idle(executor)  # a retired one is stopped here
         self._changed.set()
 
     def _complete(
