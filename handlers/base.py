@@ -3,7 +3,8 @@
 `initialize` picks the device from `gpu_id` and loads the model: an eager model (the manifest's
 `modelFile` class with the `serializedFile` state_dict), a TorchScript `.pt`, a `torch.export`
 `.pt2`, or an `.onnx` file when onnxruntime is installed; then `torch.compile` when the
-model-config's `pt2.compile.enable` asks for it, and `index_to_name.json` into `self.mapping`.
+model-config's `pt2` asks for it (`compile_options`), and `index_to_name.json` into
+`self.mapping`.
 """
 
 from __future__ import annotations
@@ -150,18 +151,19 @@ class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC to
         return ort.InferenceSession(path, providers=providers)
 
     def _maybe_compile(self) -> None:
-        pt2 = self.model_yaml_config.get("pt2")
-        if not isinstance(pt2, dict) or not isinstance(pt2.get("compile"), dict):
+        options = compile_options(self.model_yaml_config.get("pt2"))
+        if options is None:
             return
-        options = dict(pt2["compile"])
-        if not options.pop("enable", False):
-            return
+        # TorchServe's wording: its tests and users grep model_log for it
+        described = ", ".join(f"{key} {value}" for key, value in options.items())
         try:
             self.model = torch.compile(self.model, **options)
-            logger.info("Compiled model with %s", options)
+            logger.info("Compiled model with %s", described)
         except Exception:
             logger.warning(
-                "Compiling the model with %s failed; proceeding without", options, exc_info=True
+                "Compiling model with %s has failed; proceeding without compilation",
+                described,
+                exc_info=True,
             )
 
     @timed
@@ -226,3 +228,31 @@ class BaseHandler(abc.ABC):  # noqa: B024 (TorchServe's BaseHandler is an ABC to
     def get_device(self) -> torch.device | None:
         """The device this handler runs on."""
         return self.device
+
+
+def compile_options(pt2: Any) -> dict[str, Any] | None:
+    """`torch.compile`'s options from model-config `pt2`, or None when it asks for none.
+
+    TorchServe 0.12's forms: `{compile: {enable: true, backend: ..., ...}}`, and the deprecated
+    `"inductor"` (a backend name) and `{backend: ..., mode: ...}` (the options themselves).
+    `{export: ...}` is an AOTInductor package, loaded elsewhere, not compiled.
+    """
+    if pt2 is None:
+        return None
+    if isinstance(pt2, str):
+        options: dict[str, Any] = {"backend": pt2}
+    elif not isinstance(pt2, dict):
+        raise ValueError(f"model-config pt2 should be a backend name or a mapping, not {pt2!r}")
+    elif "compile" in pt2:
+        compile_ = pt2["compile"]
+        if not isinstance(compile_, dict) or compile_.get("enable") is not True:
+            return None
+        return {key: value for key, value in compile_.items() if key != "enable"}
+    elif "export" in pt2:
+        return None
+    else:
+        options = dict(pt2)
+    logger.warning(
+        "model-config pt2 as %r is deprecated; use pt2: {compile: {enable: true, ...}}", pt2
+    )
+    return options
