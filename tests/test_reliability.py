@@ -131,6 +131,48 @@ def test_a_model_that_fails_to_load_is_reported_and_not_registered(server: Serve
     assert http("GET", server.inference + "/ping")[0] == 200
 
 
+FAILS_DEEP_IN_INITIALIZE = """
+    class Handler:
+        def initialize(self, context):
+            self.first()
+
+        def first(self):
+            assert False, "deep in " + "initialize"
+
+        def handle(self, data, context):
+            return data
+"""
+
+
+def test_a_load_failure_logs_its_traceback_before_the_error_text_for_every_try(
+    server: Server,
+) -> None:
+    # TorchServe's log readers (its own test_handler_traceback_logging) read lines up to the
+    # first one naming the exception type and expect the whole traceback before it, per try
+    model_folder(server.root / "store", "deep_fail", FAILS_DEEP_IN_INITIALIZE)
+    start = len(server.log())
+    register = "/models?url=deep_fail&initial_workers=1&synchronous=false"
+    assert http("POST", server.management + register)[0] == 202
+
+    def tries() -> list[list[str]]:
+        blocks: list[list[str]] = [[]]
+        for line in server.log()[start:].splitlines():
+            blocks[-1].append(line)
+            if "AssertionError" in line:
+                blocks.append([])
+        return blocks[:-1]
+
+    try:
+        run(poll(lambda: len(tries()) >= 2))  # the first try and the first retry (after 1 s)
+        for block in tries()[:2]:
+            assert block[-1].endswith("AssertionError: deep in initialize")
+            assert any("Traceback (most recent call last):" in line for line in block)
+            assert any(", in initialize" in line for line in block)
+            assert any(", in first" in line for line in block)
+    finally:
+        http("DELETE", server.management + "/models/deep_fail")
+
+
 def test_sigterm_under_load_answers_every_accepted_request(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model_folder(store, "echo", src.ECHO)

@@ -74,8 +74,8 @@ class Pool:
 
     @property
     def live(self) -> list[Executor]:
-        """Executors loading or ready, not retiring."""
-        return [e for e in self.executors if not e.retiring]
+        """Executors loading or ready, not retiring (a failed one waits for its retry)."""
+        return [e for e in self.executors if not e.retiring and e.state != "FAILED"]
 
     @property
     def ready_count(self) -> int:
@@ -130,12 +130,13 @@ class Pool:
             executor.state = "FAILED"
             self._failures += 1
             self.last_error = f"{type(error).__name__}: {error}"
+            # the error's text comes once, as the traceback's last line: TorchServe's readers
+            # take the first line naming the exception type as the end of its traceback
             logger.error(
-                "%s: executor %s failed to load on %s: %s",
+                "%s: executor %s failed to load on %s; traceback:",
                 self._label,
                 executor.id,
                 _device_name(executor.device),
-                self.last_error,
                 exc_info=error,
             )
             if not executor.retiring:
