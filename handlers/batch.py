@@ -16,7 +16,12 @@ from handlers.service import IntermediateSink, Service
 def run_batch(
     service: Service, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
 ) -> list[Output] | BatchFailure:
-    """Run one batch (all of one kind) through the service's handler."""
+    """Run one batch (all of one kind) through the service's handler; under a step
+    scheduler, one step of its live sequences (handlers.steps)."""
+    if service.continuous:
+        from handlers import steps
+
+        return steps.run_step(service, batch, on_intermediate)
     if batch[0].kind:  # KServe v1 or Open Inference Protocol (a batch holds one kind)
         from handlers import protocols  # numpy: only where a protocol request comes
 

@@ -38,6 +38,7 @@ BUILTIN_HANDLERS = {
     "image_segmenter": "handlers.image_segmenter",
     "object_detector": "handlers.object_detector",
     "text_classifier": "handlers.text_classifier",
+    "text_generation": "handlers.text_generation",
 }
 SERVER_VERSION = ts_version  # TorchServe's, as handlers see it in context
 
@@ -58,6 +59,7 @@ class ServiceSpec:
     metric_sink: MetricSink
     limit_max_image_pixels: bool = True
     python_paths: tuple[Path, ...] = ()  # the model's own packages, importable after model_dir
+    continuous: bool = False  # driven by a step scheduler (handlers.steps), not batch by batch
 
 
 def load_service(spec: ServiceSpec) -> Service:
@@ -80,7 +82,12 @@ def load_service(spec: ServiceSpec) -> Service:
     entry, initialize = _entry_point(spec.handler, spec.model_dir)
     initialize(context)
     owner = getattr(entry, "__self__", None)
-    return Service(entry, context, owner if isinstance(owner, TensorHandler) else None)
+    service = Service(entry, context, owner if isinstance(owner, TensorHandler) else None)
+    service.continuous = spec.continuous
+    release = getattr(owner, "release_sequences", None)
+    if callable(release):
+        service.releaser = release
+    return service
 
 
 def add_to_path(model_dir: Path) -> None:

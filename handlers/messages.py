@@ -62,3 +62,8 @@ class HandlerRequest(Protocol):
 
     @property
     def payload(self) -> object: ...
+
+    @property
+    def steps(self) -> int:
+        """Steps of a step scheduler this request took part in (0: new to the handler)."""
+        ...

@@ -93,6 +93,21 @@ class Service:
         # time inside the handler's calls, summed: the executor subtracts it from a batch's
         # time for TorchServe's WorkerThreadTime (the server's own share of the batch)
         self.handler_seconds = 0.0
+        # step scheduling (handlers.steps): the handler's optional `release_sequences(ids)`
+        # frees the state of sequences that left without a final output
+        self.continuous = False
+        self.releaser: Callable[[list[str]], Any] | None = None
+
+    def release(self, request_ids: list[str]) -> None:
+        """Tell the handler these sequences left (client gone, deadline passed)."""
+        if self.releaser is None or not request_ids:
+            return
+        try:
+            self.releaser(request_ids)
+        except Exception:
+            logger.warning(
+                "Model %s: releasing sequences failed", self.context.model_name, exc_info=True
+            )
 
     def predict(
         self, batch: Sequence[HandlerRequest], on_intermediate: IntermediateSink
@@ -100,7 +115,7 @@ class Service:
         """Run the handler on a TorchServe batch: one Output per request, or one failure for all.
 
         KServe and OIP batches go through their adapters instead (handlers.batch.run_batch)."""
-        data, processors, ids = _inputs(batch)
+        data, processors, ids = batch_inputs(batch)
         result = self.invoke_list(data, processors, ids, on_intermediate)
         if isinstance(result, BatchFailure):
             return result
@@ -214,17 +229,23 @@ def make_output(context: Context, idx: int, value: Any, *, final: bool) -> Outpu
     )
 
 
-def _inputs(
-    batch: Sequence[HandlerRequest],
+def batch_inputs(
+    batch: Sequence[HandlerRequest], continuing: Sequence[bool] = ()
 ) -> tuple[list[dict[str, Any]], list[RequestProcessor], dict[int, str]]:
+    """The handler's `data`, one RequestProcessor per request, and `context.request_ids`.
+
+    A `continuing` request (a step scheduler's, after its first step) gets `{}` with its
+    headers, as TorchServe's continuous batching sends it."""
     data: list[dict[str, Any]] = []
     processors: list[RequestProcessor] = []
     ids: dict[int, str] = {}
     for idx, request in enumerate(batch):
         inputs: dict[str, Any] = {}
         headers: dict[str, Any] = {}
+        skip = bool(continuing) and continuing[idx]
         for param in request.params:
-            inputs[param.name] = decode_param(param)
+            if not skip:
+                inputs[param.name] = decode_param(param)
             headers[param.name] = {"content-type": param.content_type}
         for name, value in request.headers:
             headers[name] = value

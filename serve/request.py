@@ -32,6 +32,11 @@ class InferenceRequest:
     batch_size. `kind` names the protocol (handlers.wire): a batch holds one kind only, and
     `payload` carries that protocol's parsed body.
 
+    Under a step scheduler (generative models) a request stays in its executor's live set
+    from step to step: `steps` counts the steps it took part in (0: its handler has not seen
+    it yet, so it gets its inputs; later it gets `{}`, as TorchServe's continuous batching
+    sends), and `finished` says it left for good (final output, error, or `cancel`).
+
     `client_headers` are what the client sent (REST headers, gRPC metadata); the handler's
     flags (`explain`, `url_path`, `sequence_id`, a shadow copy, a describe call) are typed
     fields, turned into TorchServe's request headers by `headers` alone.
@@ -44,6 +49,7 @@ class InferenceRequest:
         "describe",
         "dispatched",
         "explain",
+        "finished",
         "future",
         "items",
         "kind",
@@ -53,6 +59,7 @@ class InferenceRequest:
         "sequence_id",
         "shadow",
         "solo",
+        "steps",
         "stream",
         "timer",
         "url_path",
@@ -94,6 +101,8 @@ class InferenceRequest:
         self.stream: asyncio.Queue[Output | ServeError] | None = None
         self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
+        self.steps = 0
+        self.finished = False
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
@@ -133,11 +142,27 @@ class InferenceRequest:
 
     @property
     def done(self) -> bool:
-        """Answered, failed or cancelled: it must not reach a handler any more."""
-        return self.future.done()
+        """Answered, failed or cancelled: it must not reach a handler any more.
+
+        A streaming request whose first chunk resolved `future` is not done until its final
+        chunk, an error, or `cancel` (read by executor threads too: a plain flag)."""
+        return self.finished or (self.future.done() and self.stream is None)
+
+    def cancel(self) -> None:
+        """The client went away: nothing more reaches it, and a scheduler drops it at the
+        next step (runs on the event loop)."""
+        self.finished = True
+        self.future.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def deliver(self, output: Output) -> None:
         """Hand one output to the waiting client (runs on the event loop)."""
+        if self.finished:
+            return  # cancelled or failed: a late chunk of a running step goes nowhere
+        if output.final:
+            self.finished = True
         if not self.future.done():
             if not output.final:
                 self.stream = asyncio.Queue()
@@ -150,6 +175,9 @@ class InferenceRequest:
 
     def fail(self, error: ServeError) -> None:
         """Answer with an error, or end a started stream with it (runs on the event loop)."""
+        if self.finished:
+            return
+        self.finished = True
         if not self.future.done():
             self.future.set_exception(error)
         elif self.stream is not None:

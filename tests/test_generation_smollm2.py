@@ -30,7 +30,6 @@ def smollm2() -> Iterator[LoadedModel]:
         torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
 def test_smollm2_answers_paris(smollm2: LoadedModel) -> None:
     assert smollm2.chat_template is not None
     prompt = smollm2.chat_template.render(

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from handlers.messages import Output, Param
@@ -114,6 +115,33 @@ def queue(registry: Registry, call: Call) -> Pending:
         return _queue(registry, route, call, payload)
 
 
+def queue_all(
+    registry: Registry,
+    call: Call,
+    payloads: Sequence[Payload],
+    accept: Callable[[ModelVersion], None] | None = None,
+) -> list[Pending]:
+    """Route once and queue one request per payload (the choices of one OpenAI call).
+
+    `accept` may refuse the routed version (raise a ServeError) before anything is queued.
+    The client's request id goes to the first request only (ids key a handler's state). If
+    one cannot be queued, those already queued are cancelled and the error raised."""
+    route = registry.route(call.model, call.version, call.routing_key)
+    pendings: list[Pending] = []
+    with naming(route.version):
+        if accept is not None:
+            accept(route.version)
+        try:
+            for i, payload in enumerate(payloads):
+                one = call if i == 0 else dataclasses.replace(call, client_request_id=None)
+                pendings.append(_queue(registry, route, one, payload))
+        except BaseException:
+            for pending in pendings:
+                pending.request.cancel()
+            raise
+    return pendings
+
+
 def _queue(registry: Registry, route: Route, call: Call, payload: Payload) -> Pending:
     version = route.version
     client = header_timeout(call.timeout_header) if call.call_timeout is None else None
@@ -170,22 +198,27 @@ async def chunks(
     """Every output of a request in order, `first` to the final one.
 
     A stream that breaks after its first chunk raises the ServeError that ended it (naming
-    `version`).
+    `version`). A reader that stops early (its client went away: the task is cancelled, or
+    the door closes the iterator) cancels the request, so a step scheduler drops it.
     """
     yield first
     if first.final:
         return
     stream = request.stream
     assert stream is not None  # created by InferenceRequest.deliver for a non-final output
-    while True:
-        item = await stream.get()
-        if isinstance(item, ServeError):
-            if version is not None and item.model_version is None:
-                item.model_version = version
-            raise item
-        yield item
-        if item.final:
-            return
+    try:
+        while True:
+            item = await stream.get()
+            if isinstance(item, ServeError):
+                if version is not None and item.model_version is None:
+                    item.model_version = version
+                raise item
+            yield item
+            if item.final:
+                return
+    finally:
+        if not request.finished:
+            request.cancel()
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ BUILTIN_HANDLERS = (
     "dali_image_classifier",
     "vllm_handler",
     "trt_llm_handler",
+    "text_generation",  # ours (handlers.text_generation); TorchServe has no such built-in
 )
 _LSP_BUILTINS = ("BaseHandler", "TorchScriptHandler")
 _SKIPPED_DIRS = ("__MACOSX", "__pycache__")

@@ -10,7 +10,7 @@ from serve.auth.keys import Kind, Tokens
 from serve.auth.public import key_for_path
 from serve.config import Config
 from serve.errors import MethodNotAllowed
-from serve.http import inference, kserve_v1, management, metrics_api, oip, tokens_api
+from serve.http import inference, kserve_v1, management, metrics_api, oip, openai, tokens_api
 from serve.http.common import (
     CONFIG,
     GUARDED,
@@ -130,7 +130,7 @@ def inference_app(
 
 
 def _inference_routes() -> list[web.RouteDef]:
-    return [*inference.routes(), *kserve_v1.routes(), *oip.routes()]
+    return [*inference.routes(), *kserve_v1.routes(), *oip.routes(), *openai.routes()]
 
 
 def _management_routes() -> list[web.RouteDef]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.wire import Instances
+from serve.api.generation import model_entry, model_list
 from serve.api.infer import Call, infer
 from serve.deadline import TIMEOUT_HEADER
 from serve.errors import BadRequest, ServeError
@@ -48,14 +49,27 @@ async def explain_v1(request: web.Request) -> web.StreamResponse:
 
 
 async def list_v1(request: web.Request) -> web.StreamResponse:
-    """The registered models, by name."""
-    return json_reply({"models": sorted(request.app[REGISTRY].models)})
+    """The registered models, by name (plus OpenAI's list when generative models are
+    registered: the OpenAI door shares this path)."""
+    registry = request.app[REGISTRY]
+    body: dict[str, object] = {"models": sorted(registry.models)}
+    openai = model_list(registry)
+    if openai["data"]:
+        body.update(openai)
+    return json_reply(body)
 
 
 async def ready_v1(request: web.Request) -> web.StreamResponse:
-    """`{"name", "ready"}`: 200 when the default version has its minimum workers, else 503."""
-    version = request.app[REGISTRY].version(request.match_info["model"])
-    return json_reply({"name": version.name, "ready": version.ready}, 200 if version.ready else 503)
+    """`{"name", "ready"}`: 200 when the default version has its minimum workers, else 503
+    (a generative model's answer is OpenAI's model object too)."""
+    model_id = request.match_info["model"]
+    # an OpenAI id `name/version` arrives here with its slash encoded (%2F)
+    name, _, named = model_id.partition("/")
+    version = request.app[REGISTRY].version(name, named or None)
+    body = {"name": version.name, "ready": version.ready}
+    if version.generative:
+        body.update(model_entry(model_id))
+    return json_reply(body, 200 if version.ready else 503)
 
 
 async def _infer(request: web.Request, *, explain: bool) -> web.StreamResponse:

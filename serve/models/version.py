@@ -9,6 +9,8 @@ from typing import Any
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
+from serve.batching.steps import StepScheduler
+from serve.errors import InvalidModel
 from serve.models.archive import ModelArchive
 from serve.models.tensors import signature_from_yaml
 from serve.telemetry.metrics import ServerMetrics
@@ -16,6 +18,7 @@ from serve.workers.intraop import ThreadBudget
 from serve.workers.pool import Pool
 
 STARTUP_TIMEOUT = 120.0
+GENERATION_HANDLERS = ("text_generation",)  # built-ins that run under the step scheduler
 MAX_RETRY_TIMEOUT = 300
 
 
@@ -61,19 +64,23 @@ class ModelVersion:
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
         self.metrics = metrics.for_model(name, archive.version)
-        self.batcher = Batcher(
-            model=name,
-            version=archive.version,
-            batch_size=settings.batch_size,
-            max_batch_delay_ms=settings.max_batch_delay,
-            queue_size=settings.job_queue_size,
-            response_timeout=settings.response_timeout,
-            on_stuck=self._replace_stuck,
-            on_batch=self.metrics.dispatched,
-            on_done=self.metrics.completed,
-            on_deadline=self.metrics.deadline_passed,
-            adaptive=settings.adaptive_batching,
-        )
+        self.continuous = is_continuous(archive.yaml_config, handler)
+        self.batcher: Batcher | StepScheduler
+        if self.continuous:
+            self.batcher = StepScheduler(
+                model=name,
+                version=archive.version,
+                batch_size=settings.batch_size,
+                queue_size=settings.job_queue_size,
+                response_timeout=settings.response_timeout,
+                on_stuck=self._replace_stuck,
+                on_step=self.metrics.dispatched,
+                on_done=self.metrics.completed,
+                on_deadline=self.metrics.deadline_passed,
+            )
+            self.metrics.generation(self.batcher)
+        else:
+            self.batcher = self._batcher(settings)
         self.metrics.queue_depth = lambda: self.batcher.pending
         self._metric_sink = metrics.handler_metrics
         self.pool = Pool(
@@ -85,6 +92,27 @@ class ModelVersion:
         )
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
+
+    @property
+    def generative(self) -> bool:
+        """Whether the OpenAI door serves it: our generation handler (whose chunks it reads),
+        under the step scheduler or, with `continuousBatching: false`, the batcher."""
+        return self.handler.partition(":")[0].removesuffix(".py") in GENERATION_HANDLERS
+
+    def _batcher(self, settings: VersionSettings) -> Batcher:
+        return Batcher(
+            model=self.name,
+            version=self.version,
+            batch_size=settings.batch_size,
+            max_batch_delay_ms=settings.max_batch_delay,
+            queue_size=settings.job_queue_size,
+            response_timeout=settings.response_timeout,
+            on_stuck=self._replace_stuck,
+            on_batch=self.metrics.dispatched,
+            on_done=self.metrics.completed,
+            on_deadline=self.metrics.deadline_passed,
+            adaptive=settings.adaptive_batching,
+        )
 
     @property
     def signature(self) -> Signature | None:
@@ -107,6 +135,7 @@ class ModelVersion:
             yaml_config=self.archive.yaml_config,
             metric_sink=self._metric_sink,
             python_paths=(self.archive.deps_dir,) if self.archive.deps_dir else (),
+            continuous=self.continuous,
         )
 
     def _replace_stuck(self, runner: Runner) -> None:
@@ -162,7 +191,7 @@ class ModelVersion:
             body["deviceIds"] = device_ids
         body.update(
             {
-                "continuousBatching": False,
+                "continuousBatching": self.continuous,
                 "useJobTicket": False,
                 "useVenv": False,
                 "stateful": False,
@@ -193,6 +222,19 @@ class ModelVersion:
             "gpuId": executor.device,
             "gpuUsage": "N/A",
         }
+
+
+def is_continuous(yaml_config: dict[str, Any], handler: str) -> bool:
+    """TorchServe's `continuousBatching: true`, or our generation handler unless the
+    model-config says `continuousBatching: false` (static batching, for comparison)."""
+    flag = yaml_config.get("continuousBatching")
+    if flag is not None and not isinstance(flag, bool):
+        raise InvalidModel(
+            f"model-config.yaml: continuousBatching must be true or false, got {flag!r}"
+        )
+    if flag is not None:
+        return flag
+    return handler.partition(":")[0].removesuffix(".py") in GENERATION_HANDLERS
 
 
 def _number(value: float) -> int | float:

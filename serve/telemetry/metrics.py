@@ -33,6 +33,8 @@ from prometheus_client.core import (
 from serve.config.metrics import MetricDecl, MetricsSpec
 from serve.telemetry.handler_metrics import HandlerMetrics
 from serve.telemetry.histogram import Buckets
+from serve.telemetry.tokens import Figures, TokenMetrics
+from serve.telemetry.tokens import families as token_families
 from serve.telemetry.torchserve import NAMES as FRONTEND_NAMES
 from serve.telemetry.torchserve import FrontendLog, HostFigures, HostReader, StatusCounts
 from serve.telemetry.torchserve import render as render_frontend
@@ -121,6 +123,15 @@ class ModelMetrics:
         self.shadow_dropped = 0
         self.shadow_seconds = Buckets(_LATENCY_BUCKETS)
         self.agreement = dict.fromkeys(_AGREEMENT, 0)
+        self.tokens: TokenMetrics | None = None  # a generative version's (serve.telemetry.tokens)
+
+    def generation(self, figures: Figures | None = None) -> TokenMetrics:
+        """This version's token figures (created on first use; `figures`: its step scheduler)."""
+        if self.tokens is None:
+            self.tokens = TokenMetrics(figures)
+        elif figures is not None:
+            self.tokens.figures = figures
+        return self.tokens
 
     def dispatched(self, batch: Sequence[Any], now: float) -> None:
         """A batch left the queue (called by the batcher on the loop)."""
@@ -273,6 +284,7 @@ class BatchingCollector:
             depth.add_metric(key, m.queue_depth())
         yield from (executions, inferences, sizes, queued, computed, depth, deadlines)
         yield from (requests, latency, shadow, agreement, shadow_latency)
+        yield from token_families((m.name, m.version, m.tokens) for m in models if m.tokens)
 
 
 class ServerMetrics:

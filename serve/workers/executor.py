@@ -139,6 +139,9 @@ class Executor:
                 self._threads = threads
                 torch.set_num_threads(threads)
             live = _unanswered(batch)
+            if live is not batch and service.continuous:
+                # a step scheduler's sequences that left (cancelled, expired): free their state
+                service.release([r.request_id for r in batch if r.done])
             result: Result = []
             seconds = None  # none of it ran: its requests were answered while it waited
             if live:
@@ -186,8 +189,8 @@ def _unanswered(batch: Batch) -> Batch:
     futures: this only reads their state, and a request answered after the check runs.
     """
     for request in batch:
-        if request.future.done():
-            return [r for r in batch if not r.future.done()]
+        if request.done:
+            return [r for r in batch if not r.done]
     return batch
 
 
