@@ -131,7 +131,7 @@ class StepScheduler:
                 self._next_step(runner, lane)
                 break
 
-    def add(self, runner: Runner) -> None:
+    def idle(self, runner: Runner) -> None:
         """An executor is ready for steps."""
         if runner.retiring or (self._closed and not self._pending):
             runner.stop()
