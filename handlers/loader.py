@@ -58,6 +58,7 @@ class ServiceSpec:
     metric_sink: MetricSink
     limit_max_image_pixels: bool = True
     python_paths: tuple[Path, ...] = ()  # the model's own packages, importable after model_dir
+    iterative: bool = False  # requests may stay across calls (`stopping_criteria` is honoured)
 
 
 def load_service(spec: ServiceSpec) -> Service:
@@ -80,7 +81,9 @@ def load_service(spec: ServiceSpec) -> Service:
     entry, initialize = _entry_point(spec.handler, spec.model_dir)
     initialize(context)
     owner = getattr(entry, "__self__", None)
-    return Service(entry, context, owner if isinstance(owner, TensorHandler) else None)
+    service = Service(entry, context, owner if isinstance(owner, TensorHandler) else None)
+    service.iterative = spec.iterative
+    return service
 
 
 def add_to_path(model_dir: Path) -> None:

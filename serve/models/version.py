@@ -9,6 +9,8 @@ from typing import Any
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
+from serve.batching.sequence_policy import SequenceSettings
+from serve.batching.sequences import SequenceBatcher
 from serve.models.archive import ModelArchive
 from serve.models.tensors import signature_from_yaml
 from serve.telemetry.metrics import ServerMetrics
@@ -32,6 +34,7 @@ class VersionSettings:
     devices: tuple[int | None, ...]
     device_type: str  # "cpu" or "gpu"
     adaptive_batching: bool = True
+    sequence: SequenceSettings | None = None  # stateful inference (sequenceBatching)
 
 
 class ModelVersion:
@@ -61,19 +64,36 @@ class ModelVersion:
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
         self.metrics = metrics.for_model(name, archive.version)
-        self.batcher = Batcher(
-            model=name,
-            version=archive.version,
-            batch_size=settings.batch_size,
-            max_batch_delay_ms=settings.max_batch_delay,
-            queue_size=settings.job_queue_size,
-            response_timeout=settings.response_timeout,
-            on_stuck=self._replace_stuck,
-            on_batch=self.metrics.dispatched,
-            on_done=self.metrics.completed,
-            on_deadline=self.metrics.deadline_passed,
-            adaptive=settings.adaptive_batching,
-        )
+        self.batcher: Batcher | SequenceBatcher
+        if settings.sequence is not None:
+            sequences = SequenceBatcher(
+                model=name,
+                version=archive.version,
+                batch_size=settings.batch_size,
+                max_batch_delay_ms=settings.max_batch_delay,
+                settings=settings.sequence,
+                response_timeout=settings.response_timeout,
+                on_stuck=self._replace_stuck,
+                on_batch=self.metrics.dispatched,
+                on_done=self.metrics.completed,
+                on_deadline=self.metrics.deadline_passed,
+            )
+            self.metrics.live_sequences = lambda: sequences.live
+            self.batcher = sequences
+        else:
+            self.batcher = Batcher(
+                model=name,
+                version=archive.version,
+                batch_size=settings.batch_size,
+                max_batch_delay_ms=settings.max_batch_delay,
+                queue_size=settings.job_queue_size,
+                response_timeout=settings.response_timeout,
+                on_stuck=self._replace_stuck,
+                on_batch=self.metrics.dispatched,
+                on_done=self.metrics.completed,
+                on_deadline=self.metrics.deadline_passed,
+                adaptive=settings.adaptive_batching,
+            )
         self.metrics.queue_depth = lambda: self.batcher.pending
         self._metric_sink = metrics.handler_metrics
         self.pool = Pool(
@@ -107,6 +127,7 @@ class ModelVersion:
             yaml_config=self.archive.yaml_config,
             metric_sink=self._metric_sink,
             python_paths=(self.archive.deps_dir,) if self.archive.deps_dir else (),
+            iterative=self.settings.sequence is not None and self.settings.sequence.continuous,
         )
 
     def _replace_stuck(self, runner: Runner) -> None:
@@ -139,6 +160,7 @@ class ModelVersion:
     def describe(self) -> dict[str, Any]:
         """TorchServe's describe object (same keys, same order), plus per-worker gpuId."""
         s = self.settings
+        seq = s.sequence
         rss = _rss_bytes()  # one process: every worker reports the same figure
         body: dict[str, Any] = {
             "modelName": self.name,
@@ -162,14 +184,14 @@ class ModelVersion:
             body["deviceIds"] = device_ids
         body.update(
             {
-                "continuousBatching": False,
+                "continuousBatching": bool(seq and seq.continuous),
                 "useJobTicket": False,
                 "useVenv": False,
-                "stateful": False,
-                "sequenceMaxIdleMSec": 0,
-                "sequenceTimeoutMSec": 0,
-                "maxNumSequence": 0,
-                "maxSequenceJobQueueSize": 0,
+                "stateful": seq is not None,
+                "sequenceMaxIdleMSec": round(seq.max_idle * 1000) if seq else 0,
+                "sequenceTimeoutMSec": round(seq.timeout * 1000) if seq and seq.timeout else 0,
+                "maxNumSequence": seq.max_sequences if seq else 0,
+                "maxSequenceJobQueueSize": seq.queue_size if seq else 0,
                 "loadedAtStartup": self.loaded_at_startup,
                 "workers": [self._worker(e, rss) for e in self.pool.executors],
                 "jobQueueStatus": {
