@@ -102,7 +102,7 @@ STATEFUL = {
     "batchSize": 4,
     "maxBatchDelay": 20,
     "sequenceMaxIdleMSec": 400,
-    "maxNumSequence": 4,
+    "maxNumSequence": 16,
     "maxSequenceJobQueueSize": 1,
 }
 
@@ -270,7 +270,7 @@ def test_describe_and_metrics_show_the_sequences(stateful: Server) -> None:
     assert status == 200
     assert {k: described[k] for k in ("stateful", "maxNumSequence", "sequenceMaxIdleMSec")} == {
         "stateful": True,
-        "maxNumSequence": 4,
+        "maxNumSequence": 16,
         "sequenceMaxIdleMSec": 400,
     }
     assert described["maxSequenceJobQueueSize"] == 1
