@@ -60,6 +60,7 @@ class ServiceSpec:
     limit_max_image_pixels: bool = True
     python_paths: tuple[Path, ...] = ()  # the model's own packages, importable after model_dir
     continuous: bool = False  # driven by a step scheduler (handlers.steps), not batch by batch
+    iterative: bool = False  # requests may stay across calls (`stopping_criteria` is honoured)
 
 
 def load_service(spec: ServiceSpec) -> Service:
@@ -87,6 +88,7 @@ def load_service(spec: ServiceSpec) -> Service:
     release = getattr(owner, "release_sequences", None)
     if callable(release):
         service.releaser = release
+    service.iterative = spec.iterative
     return service
 
 

@@ -90,6 +90,9 @@ class Service:
         self.context = context
         self.tensor_handler = tensor_handler
         self.signature: Signature | None = getattr(tensor_handler, "signature", None)
+        # requests may stay for another call (TorchServe's continuous batching): a handler's
+        # `context.stopping_criteria[idx](result)` says False to keep the request streaming
+        self.iterative = False
         # time inside the handler's calls, summed: the executor subtracts it from a batch's
         # time for TorchServe's WorkerThreadTime (the server's own share of the batch)
         self.handler_seconds = 0.0
@@ -116,17 +119,27 @@ class Service:
 
         KServe and OIP batches go through their adapters instead (handlers.batch.run_batch)."""
         data, processors, ids = batch_inputs(batch)
+        context = self.context
+        if self.iterative:
+            context.stopping_criteria = None  # each call's own, as the handler sets it
         result = self.invoke_list(data, processors, ids, on_intermediate)
         if isinstance(result, BatchFailure):
             return result
-        context = self.context
         try:
             return [
-                make_output(context, idx, value, final=True) for idx, value in enumerate(result)
+                make_output(context, idx, value, final=self._final(idx, value))
+                for idx, value in enumerate(result)
             ]
         except UnsupportedOutput as exc:
             logger.warning("Model %s: %s", context.model_name, exc)
             return BatchFailure(503, "Unsupported model output data type.", detail=str(exc))
+
+    def _final(self, idx: int, value: Any) -> bool:
+        """TorchServe's rule: criteria True ends a stream, False continues it, None answers."""
+        criteria = self.context.stopping_criteria if self.iterative else None
+        if not criteria or idx >= len(criteria):
+            return True
+        return criteria[idx](value) is not False
 
     def invoke(
         self,

@@ -43,6 +43,7 @@ class InferenceRequest:
     """
 
     __slots__ = (
+        "abandoned",
         "arrival",
         "client_headers",
         "deadline",
@@ -57,6 +58,7 @@ class InferenceRequest:
         "payload",
         "request_id",
         "sequence_id",
+        "sequence_start",
         "shadow",
         "solo",
         "steps",
@@ -93,6 +95,8 @@ class InferenceRequest:
         self.explain = explain
         self.url_path = url_path
         self.sequence_id = sequence_id
+        self.sequence_start = False  # the scheduler opened a sequence for it (a new id)
+        self.abandoned = False  # its stream ended early (client gone, error): no more chunks
         self.describe = describe
         self.shadow = shadow
         self.arrival = time.monotonic()
@@ -113,6 +117,8 @@ class InferenceRequest:
             flags.append(("describe", "True"))
         if self.sequence_id:
             flags.append((SEQUENCE_HEADER, self.sequence_id))
+            if self.sequence_start:
+                flags.append((SEQUENCE_START_HEADER, "true"))
         if self.shadow:
             flags.append(SHADOW_HEADER)
         return (*self.client_headers, *flags)
@@ -182,6 +188,7 @@ class InferenceRequest:
             self.future.set_exception(error)
         elif self.stream is not None:
             self.stream.put_nowait(error)
+            self.abandoned = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -189,6 +196,7 @@ class InferenceRequest:
 
 # TorchServe's header for a request's sequence id (gRPC `sequence_id`), renamable as there
 SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
+SEQUENCE_START_HEADER = os.getenv("TS_REQUEST_SEQUENCE_START", "ts_request_sequence_start")
 SHADOW_HEADER = ("x-shadow", "true")  # marks a shadow copy for its handler
 
 # Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.

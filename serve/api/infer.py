@@ -206,17 +206,22 @@ async def chunks(
         return
     stream = request.stream
     assert stream is not None  # created by InferenceRequest.deliver for a non-final output
+    finished = False
     try:
         while True:
             item = await stream.get()
             if isinstance(item, ServeError):
+                finished = True
                 if version is not None and item.model_version is None:
                     item.model_version = version
                 raise item
             yield item
             if item.final:
+                finished = True
                 return
     finally:
+        # the client went away mid-stream: a continuous scheduler drops it at the next step
+        request.abandoned = not finished
         if not request.finished:
             request.cancel()
 

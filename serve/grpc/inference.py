@@ -188,12 +188,14 @@ async def _answers(item: _Submitted) -> AsyncIterator[PredictionResponse]:
     if isinstance(item, _Refused):
         yield _failed(item.sequence_id, item.error)
         return
+    # a stateful model's new sequence has the id the server gave it (TorchServe sends none)
+    sequence_id = item.pending.request.sequence_id or item.sequence_id
     try:
         answer = await item.pending.answer()
         async for output in answer.chunks():
-            yield PredictionResponse(prediction=output.body, sequence_id=item.sequence_id)
+            yield PredictionResponse(prediction=output.body, sequence_id=sequence_id)
     except ServeError as error:
-        yield _failed(item.sequence_id, error)
+        yield _failed(sequence_id, error)
 
 
 def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:

@@ -22,6 +22,7 @@ from serve.errors import BadRequest, InternalError, NotFound, ServeError
 from serve.http.common import CONFIG, MODEL_VERSION, REGISTRY, json_response, not_found
 from serve.http.inputs import read_params
 from serve.http.openapi import inference_description
+from serve.request import SEQUENCE_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ async def _infer(
         timeout_header=headers.get(TIMEOUT_HEADER),
         explain=explain,
         url_path=request.match_info.get("path", ""),
+        sequence_id=headers.get(SEQUENCE_HEADER) or None,
     )
     answer = await infer(registry, call)
     with answer.naming():

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from serve.batching.sequence_policy import SequenceSettings
 from serve.config import MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
 from serve.mar import ARCHIVE_SUFFIXES, MANIFEST, MODEL_NAME_PATTERN
@@ -39,6 +40,8 @@ class ArchiveSettings:
     device_type: str | None = None
     device_ids: tuple[int, ...] | None = None
     job_queue_size: int | None = None
+    sequence: SequenceSettings | None = None  # sequenceBatching: true
+    startup_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,4 +346,43 @@ def archive_settings(config: Mapping[str, Any]) -> ArchiveSettings:
         device_type=device_type,
         device_ids=device_ids,
         job_queue_size=_positive_int(config, "jobQueueSize", 1),
+        sequence=_sequence_settings(config),
+        startup_timeout=_seconds(config, "startupTimeout"),
+    )
+
+
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidModel(f"model-config.yaml: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _seconds(config: Mapping[str, Any], key: str) -> float | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidModel(f"model-config.yaml: {key} must be a number, got {value!r}")
+    return float(value) if value > 0 else None  # TorchServe ignores values <= 0
+
+
+def _sequence_settings(config: Mapping[str, Any]) -> SequenceSettings | None:
+    """TorchServe's stateful keys; None unless sequenceBatching is true."""
+    if not _flag(config, "sequenceBatching"):
+        return None
+    idle = _positive_int(config, "sequenceMaxIdleMSec", 1)
+    if idle is None:
+        # TorchServe builds no sequence queues then and answers every request 503
+        raise InvalidModel(
+            "model-config.yaml: sequenceMaxIdleMSec must be a positive number of milliseconds "
+            f"when sequenceBatching is true, got {config.get('sequenceMaxIdleMSec')!r}"
+        )
+    timeout = _positive_int(config, "sequenceTimeoutMSec", 1)
+    return SequenceSettings(
+        max_idle=idle / 1000,
+        timeout=timeout / 1000 if timeout is not None else None,
+        max_sequences=_positive_int(config, "maxNumSequence", 1) or 1,
+        queue_size=_positive_int(config, "maxSequenceJobQueueSize", 1) or 1,
+        continuous=_flag(config, "continuousBatching"),
     )

@@ -303,6 +303,7 @@ class Registry:
             devices=devices,
             device_type="cpu" if devices == (None,) else "gpu",
             adaptive_batching=self.config.adaptive_batching,
+            sequence=arc.sequence,
         )
 
     def _devices(

@@ -9,6 +9,8 @@ from typing import Any
 from handlers.loader import ServiceSpec
 from handlers.wire import Signature
 from serve.batching.batcher import Batcher, Runner
+from serve.batching.sequence_policy import SequenceSettings
+from serve.batching.sequences import SequenceBatcher
 from serve.batching.steps import StepScheduler
 from serve.errors import InvalidModel
 from serve.models.archive import ModelArchive
@@ -35,6 +37,7 @@ class VersionSettings:
     devices: tuple[int | None, ...]
     device_type: str  # "cpu" or "gpu"
     adaptive_batching: bool = True
+    sequence: SequenceSettings | None = None  # stateful inference (sequenceBatching)
 
 
 class ModelVersion:
@@ -64,9 +67,24 @@ class ModelVersion:
         self.loaded_at_startup = loaded_at_startup
         self.label = f"Model {name} version {archive.version}"
         self.metrics = metrics.for_model(name, archive.version)
-        self.continuous = is_continuous(archive.yaml_config, handler)
-        self.batcher: Batcher | StepScheduler
-        if self.continuous:
+        self.continuous = settings.sequence is None and is_continuous(archive.yaml_config, handler)
+        self.batcher: Batcher | StepScheduler | SequenceBatcher
+        if settings.sequence is not None:  # stateful, and its continuous variant
+            sequences = SequenceBatcher(
+                model=name,
+                version=archive.version,
+                batch_size=settings.batch_size,
+                max_batch_delay_ms=settings.max_batch_delay,
+                settings=settings.sequence,
+                response_timeout=settings.response_timeout,
+                on_stuck=self._replace_stuck,
+                on_batch=self.metrics.dispatched,
+                on_done=self.metrics.completed,
+                on_deadline=self.metrics.deadline_passed,
+            )
+            self.metrics.live_sequences = lambda: sequences.live
+            self.batcher = sequences
+        elif self.continuous:
             self.batcher = StepScheduler(
                 model=name,
                 version=archive.version,
@@ -136,6 +154,7 @@ class ModelVersion:
             metric_sink=self._metric_sink,
             python_paths=(self.archive.deps_dir,) if self.archive.deps_dir else (),
             continuous=self.continuous,
+            iterative=self.settings.sequence is not None and self.settings.sequence.continuous,
         )
 
     def _replace_stuck(self, runner: Runner) -> None:
@@ -168,6 +187,7 @@ class ModelVersion:
     def describe(self) -> dict[str, Any]:
         """TorchServe's describe object (same keys, same order), plus per-worker gpuId."""
         s = self.settings
+        seq = s.sequence
         rss = _rss_bytes()  # one process: every worker reports the same figure
         body: dict[str, Any] = {
             "modelName": self.name,
@@ -191,14 +211,14 @@ class ModelVersion:
             body["deviceIds"] = device_ids
         body.update(
             {
-                "continuousBatching": self.continuous,
+                "continuousBatching": self.continuous or bool(seq and seq.continuous),
                 "useJobTicket": False,
                 "useVenv": False,
-                "stateful": False,
-                "sequenceMaxIdleMSec": 0,
-                "sequenceTimeoutMSec": 0,
-                "maxNumSequence": 0,
-                "maxSequenceJobQueueSize": 0,
+                "stateful": seq is not None,
+                "sequenceMaxIdleMSec": round(seq.max_idle * 1000) if seq else 0,
+                "sequenceTimeoutMSec": round(seq.timeout * 1000) if seq and seq.timeout else 0,
+                "maxNumSequence": seq.max_sequences if seq else 0,
+                "maxSequenceJobQueueSize": seq.queue_size if seq else 0,
                 "loadedAtStartup": self.loaded_at_startup,
                 "workers": [self._worker(e, rss) for e in self.pool.executors],
                 "jobQueueStatus": {

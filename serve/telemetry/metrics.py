@@ -111,6 +111,7 @@ class ModelMetrics:
         self.queue_seconds = Buckets(_LATENCY_BUCKETS)
         self.batch_seconds = Buckets(_LATENCY_BUCKETS)
         self.queue_depth: Callable[[], int] = lambda: 0  # the batcher's, once it exists
+        self.live_sequences: Callable[[], int] | None = None  # a stateful model's open sequences
         self.deadlines_passed = {"queued": 0, "running": 0}
         self._ts: dict[str, tuple[list[float], ...]] = {}
         # by the version that answered, whatever the URL named: what an A/B split compares
@@ -230,6 +231,11 @@ class BatchingCollector:
         depth = GaugeMetricFamily(
             "serve_queue_depth", "Requests waiting in the batcher's queue", labels=labels
         )
+        sequences = GaugeMetricFamily(
+            "serve_sequences_live",
+            "Open sequences of a stateful model (sequenceBatching)",
+            labels=labels,
+        )
         deadlines = CounterMetricFamily(
             "serve_deadline_exceeded",
             "Requests answered 504 because their deadline passed, by where they were",
@@ -282,7 +288,9 @@ class BatchingCollector:
             queued.add_metric(key, m.queue_seconds.cumulative(), m.queue_seconds.total)
             computed.add_metric(key, m.batch_seconds.cumulative(), m.batch_seconds.total)
             depth.add_metric(key, m.queue_depth())
-        yield from (executions, inferences, sizes, queued, computed, depth, deadlines)
+            if m.live_sequences is not None:
+                sequences.add_metric(key, m.live_sequences())
+        yield from (executions, inferences, sizes, queued, computed, depth, sequences, deadlines)
         yield from (requests, latency, shadow, agreement, shadow_latency)
         yield from token_families((m.name, m.version, m.tokens) for m in models if m.tokens)
 
