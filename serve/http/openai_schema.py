@@ -11,6 +11,7 @@ from serve.errors import BadRequest, ServeError
 
 MAX_N = 16
 
+_ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found"}  # as OpenAI answers them
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -208,7 +209,7 @@ def error_body(error: ServeError) -> dict[str, Any]:
     """OpenAI's error object for a ServeError."""
     status = error.status
     kind = _ERROR_TYPES.get(status, "internal_error" if status >= 500 else "invalid_request_error")
-    code = "model_not_found" if status == 404 else None
+    code = _ERROR_CODES.get(status)
     return {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
 
 
