@@ -158,6 +158,10 @@ def test_bad_requests_are_openai_400s(client: openai.OpenAI) -> None:
         client.completions.create(model=MODEL, prompt="x" * 600, max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="n must be"):
         client.completions.create(model=MODEL, prompt="x", n=0)
+    with pytest.raises(openai.BadRequestError, match=r"n must be within \[1, 16\], got 17"):
+        client.completions.create(model=MODEL, prompt="x", n=17)
+    with pytest.raises(openai.BadRequestError, match="n: at most 16 choices per call"):
+        client.completions.create(model=MODEL, prompt=["a", "b", "c", "d", "e"], n=4)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="x")
     # unknown fields are accepted

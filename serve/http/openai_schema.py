@@ -9,6 +9,8 @@ from typing import Any
 
 from serve.errors import BadRequest, ServeError
 
+# choices one call may ask for (n times the prompts): each is one queued sequence, so one
+# call cannot take a model's queue and slots by itself
 MAX_N = 16
 
 _ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found"}  # as OpenAI answers them
@@ -65,6 +67,11 @@ def parse(body: Any, *, chat: bool) -> GenerationRequest:
         inputs = [{"messages": _messages(body.get("messages"))}]
     else:
         inputs = [{"prompt": p} for p in _prompts(body.get("prompt"))]
+    if len(inputs) * n > MAX_N:
+        raise BadRequest(
+            f"n: at most {MAX_N} choices per call (n times the prompts), got n={n} for "
+            f"{len(inputs)} prompts"
+        )
     seed = params.pop("seed", None)
     bodies = []
     for one in inputs:
