@@ -284,6 +284,13 @@ def test_predictions_streams_json_chunks_and_describe_says_continuous(gen_server
     )
     assert status == 200
     assert b'"continuousBatching": true' in body
+    status, body = http(
+        "GET",
+        gen_server.management + f"/models/{MODEL}?customized=true",
+        headers=_bearer(gen_server, "management"),
+    )
+    assert status == 200, body
+    assert json.loads(body)[0]["customizedMetadata"] is None
 
 
 @pytest.mark.parametrize("key", [None, "AAAAAAAA"])

@@ -332,3 +332,6 @@ def test_describe_shows_continuous_batching(ts_server: Server) -> None:
     status, body = http("GET", f"{ts_server.management}/models/{MODEL}")
     assert status == 200
     assert json.loads(body)[0]["continuousBatching"] is True
+    status, body = http("GET", f"{ts_server.management}/models/{MODEL}?customized=true")
+    assert status == 200, body
+    assert json.loads(body)[0]["customizedMetadata"] is None  # the step path never saw it
