@@ -219,15 +219,20 @@ class Service:
         return None
 
 
-def make_output(context: Context, idx: int, value: Any, *, final: bool) -> Output:
-    """One request's response from its handler result and what the handler set on the context."""
+def make_output(
+    context: Context, idx: int, value: Any, *, final: bool, criterion: bool = False
+) -> Output:
+    """One request's response from its handler result and what the handler set on the context.
+
+    `criterion`: a stopping criterion decided `final`, so the header says so either way, as
+    TorchServe's create_predict_response sets it."""
     processors = context.request_processor
     assert processors is not None
     processor = processors[idx]
     headers = processor.get_response_headers()
     if not final:
         headers["ts_stream_next"] = "true"
-    elif headers.get("ts_stream_next") == "true":
+    elif criterion or headers.get("ts_stream_next") == "true":
         headers["ts_stream_next"] = "false"
     body, implied_type = serialize(value)
     content_type = headers.get("content-type") or implied_type

@@ -41,7 +41,9 @@ def run_step(
         for idx, value in enumerate(result):
             stop = criteria[idx] if idx < len(criteria) else None
             final = True if stop is None else bool(stop(value))
-            outputs.append(make_output(context, idx, value, final=final))
+            outputs.append(
+                make_output(context, idx, value, final=final, criterion=stop is not None)
+            )
         return outputs
     except UnsupportedOutput as exc:
         logger.warning("Model %s: %s", context.model_name, exc)

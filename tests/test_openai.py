@@ -1,10 +1,12 @@
 """The OpenAI door and the step scheduler, end to end: the tiny byte-level decoder archived by
-our archiver, served by the real server, called with the official `openai` client."""
+our archiver, served by the real server (token auth on, as by default), called with the
+official `openai` client and the inference key as its `api_key`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +42,7 @@ def gen_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = root / "store"
     store.mkdir()
     _archive(root, store)
-    config = server_config(store, load_models=[f"{MODEL}.mar"])
+    config = server_config(store, load_models=[f"{MODEL}.mar"], disable_token_authorization=False)
     server = Server(root, config)
     server.start()
     server.wait_ready()
@@ -48,9 +50,20 @@ def gen_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert server.stop() == 0, server.log()
 
 
+def _key(server: Server, kind: str = "inference") -> str:
+    """A key as a user reads it from key_file.json."""
+    return str(json.loads((server.root / "key_file.json").read_text())[kind]["key"])
+
+
+def _bearer(server: Server, kind: str = "inference") -> dict[str, str]:
+    return {"Authorization": f"Bearer {_key(server, kind)}"}
+
+
 @pytest.fixture
 def client(gen_server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gen_server.inference + "/v1", api_key="none", max_retries=0)
+    return openai.OpenAI(
+        base_url=gen_server.inference + "/v1", api_key=_key(gen_server), max_retries=0
+    )
 
 
 def _greedy(**extra: object) -> dict[str, object]:
@@ -145,6 +158,10 @@ def test_bad_requests_are_openai_400s(client: openai.OpenAI) -> None:
         client.completions.create(model=MODEL, prompt="x" * 600, max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="n must be"):
         client.completions.create(model=MODEL, prompt="x", n=0)
+    with pytest.raises(openai.BadRequestError, match=r"n must be within \[1, 16\], got 17"):
+        client.completions.create(model=MODEL, prompt="x", n=17)
+    with pytest.raises(openai.BadRequestError, match="n: at most 16 choices per call"):
+        client.completions.create(model=MODEL, prompt=["a", "b", "c", "d", "e"], n=4)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="nope", prompt="x")
     # unknown fields are accepted
@@ -162,7 +179,7 @@ CLIENT_SOCKETS = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExce
 @CLIENT_SOCKETS
 def test_async_client_streams(gen_server: Server) -> None:
     async def main() -> tuple[str, str]:
-        client = openai.AsyncOpenAI(base_url=gen_server.inference + "/v1", api_key="none")
+        client = openai.AsyncOpenAI(base_url=gen_server.inference + "/v1", api_key=_key(gen_server))
         whole = await client.completions.create(
             model=MODEL, prompt="def", max_tokens=10, **_greedy()
         )
@@ -204,7 +221,10 @@ def test_cancelled_requests_free_their_slots(gen_server: Server) -> None:
 
     async def main() -> float:
         async with openai.AsyncOpenAI(
-            base_url=gen_server.inference + "/v1", api_key="none", timeout=0.5, max_retries=0
+            base_url=gen_server.inference + "/v1",
+            api_key=_key(gen_server),
+            timeout=0.5,
+            max_retries=0,
         ) as impatient:
             long = [
                 impatient.completions.create(
@@ -215,7 +235,7 @@ def test_cancelled_requests_free_their_slots(gen_server: Server) -> None:
             results = await asyncio.gather(*long, return_exceptions=True)
         assert all(isinstance(r, openai.APITimeoutError) for r in results)
         async with openai.AsyncOpenAI(
-            base_url=gen_server.inference + "/v1", api_key="none"
+            base_url=gen_server.inference + "/v1", api_key=_key(gen_server)
         ) as client:
             started = time.monotonic()
             short = await client.completions.create(
@@ -254,11 +274,47 @@ def test_predictions_streams_json_chunks_and_describe_says_continuous(gen_server
         "POST",
         gen_server.inference + f"/predictions/{MODEL}",
         b'{"prompt": "abc", "max_tokens": 3, "temperature": 0, "ignore_eos": true}',
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **_bearer(gen_server)},
     )
     assert status == 200
     assert body.count(b'"text"') == 3
     assert b'"finish_reason": "length"' in body
-    status, body = http("GET", gen_server.management + f"/models/{MODEL}")
+    status, body = http(
+        "GET", gen_server.management + f"/models/{MODEL}", headers=_bearer(gen_server, "management")
+    )
     assert status == 200
     assert b'"continuousBatching": true' in body
+    status, body = http(
+        "GET",
+        gen_server.management + f"/models/{MODEL}?customized=true",
+        headers=_bearer(gen_server, "management"),
+    )
+    assert status == 200, body
+    assert json.loads(body)[0]["customizedMetadata"] is None
+
+
+@pytest.mark.parametrize("key", [None, "AAAAAAAA"])
+def test_a_missing_or_wrong_key_is_openais_401(gen_server: Server, key: str | None) -> None:
+    if key is not None:  # the client refuses to send no key at all
+        wrong = openai.OpenAI(base_url=gen_server.inference + "/v1", api_key=key, max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            wrong.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2)
+        assert caught.value.code == "invalid_api_key"
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        status, body = http("POST", gen_server.inference + path, b"{}", headers=headers)
+        assert status == 401, body
+        error = json.loads(body)["error"]
+        assert error["type"] == "authentication_error"
+        assert error["code"] == "invalid_api_key"
+        assert "inference key" in error["message"]
+
+
+def test_the_bearer_inference_key_opens_chat(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2, **_greedy()
+    )
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 2

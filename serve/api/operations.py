@@ -119,7 +119,13 @@ async def describe(
 
 
 async def _customized(version: ModelVersion) -> Any:
-    """Ask the handler's describe_handle() through a worker, as TorchServe does."""
+    """Ask the handler's describe_handle() through a worker, as TorchServe does.
+
+    A generative version's executors run steps over live sequences, where a describe call
+    would reach the handler as one more sequence: it answers null (what BaseHandler's own
+    describe_handle returns) without a worker."""
+    if version.continuous:
+        return None
     if version.pool.ready_count == 0:
         raise ServiceUnavailable(
             f'Model "{version.name}" has no worker to serve describe request. '

@@ -70,6 +70,11 @@ def error_response(error: ServeError) -> web.Response:
     return json_response(error.body(), error.status, error_headers(error))
 
 
+ErrorShape = Callable[[ServeError], web.Response]
+# Handlers whose door answers errors in its own body shape (the OpenAI door), 401s included:
+# the guard renders every error of such a handler with it.
+ERROR_SHAPES: weakref.WeakKeyDictionary[Handler, ErrorShape] = weakref.WeakKeyDictionary()
+
 # Every handler built by json_errors: an app refuses to start with a route outside it (one
 # that would skip the token check).
 GUARDED: weakref.WeakSet[Handler] = weakref.WeakSet()
@@ -88,6 +93,7 @@ def json_errors(
     without that key gets 401 before `handler` runs.
     """
     allows, kind = key if key is not None else (None, "")
+    render = ERROR_SHAPES.get(handler, error_response)
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
@@ -101,12 +107,12 @@ def json_errors(
                 )
             response = await handler(request)
         except ServeError as error:
-            response = error_response(error)
+            response = render(error)
         except web.HTTPException as exc:
-            response = error_response(from_http(exc))
+            response = render(from_http(exc))
         except Exception:
             logger.exception("Unhandled error on %s %s", request.method, request.path)
-            response = error_response(InternalError("Internal server error; see the server log"))
+            response = render(InternalError("Internal server error; see the server log"))
         if statuses is not None:
             statuses.add(response.status)
         return response

@@ -27,7 +27,14 @@ from serve.api.infer import Answer, Call, Pending, queue_all
 from serve.deadline import TIMEOUT_HEADER
 from serve.errors import BadRequest, InternalError, NotFound, ServeError
 from serve.http import openai_schema as schema
-from serve.http.common import CONFIG, MODEL_VERSION, REGISTRY, Handler, error_headers
+from serve.http.common import (
+    CONFIG,
+    ERROR_SHAPES,
+    MODEL_VERSION,
+    REGISTRY,
+    Handler,
+    error_headers,
+)
 from serve.models.version import ModelVersion
 from serve.telemetry.tokens import TokenMetrics
 
@@ -48,17 +55,10 @@ def routes() -> list[web.RouteDef]:
 
 
 def _openai(handler: Handler) -> Handler:
-    """Render a ServeError in OpenAI's error shape (the guard around it counts and logs)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ServeError as error:
-            return _error_response(error)
-
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
+    """Have the guard around `handler` (auth, counting, logging) answer its errors, a 401
+    for a missing or wrong key included, in OpenAI's error shape."""
+    ERROR_SHAPES[handler] = _error_response
+    return handler
 
 
 def _error_response(error: ServeError) -> web.Response:

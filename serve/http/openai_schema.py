@@ -9,8 +9,11 @@ from typing import Any
 
 from serve.errors import BadRequest, ServeError
 
+# choices one call may ask for (n times the prompts): each is one queued sequence, so one
+# call cannot take a model's queue and slots by itself
 MAX_N = 16
 
+_ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found"}  # as OpenAI answers them
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -64,6 +67,11 @@ def parse(body: Any, *, chat: bool) -> GenerationRequest:
         inputs = [{"messages": _messages(body.get("messages"))}]
     else:
         inputs = [{"prompt": p} for p in _prompts(body.get("prompt"))]
+    if len(inputs) * n > MAX_N:
+        raise BadRequest(
+            f"n: at most {MAX_N} choices per call (n times the prompts), got n={n} for "
+            f"{len(inputs)} prompts"
+        )
     seed = params.pop("seed", None)
     bodies = []
     for one in inputs:
@@ -208,7 +216,7 @@ def error_body(error: ServeError) -> dict[str, Any]:
     """OpenAI's error object for a ServeError."""
     status = error.status
     kind = _ERROR_TYPES.get(status, "internal_error" if status >= 500 else "invalid_request_error")
-    code = "model_not_found" if status == 404 else None
+    code = _ERROR_CODES.get(status)
     return {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
 
 
