@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -295,7 +296,17 @@ def test_grpc_stream_predictions2_carries_the_sequence_id(
         (opened,) = list(stub.StreamPredictions2(iter([request(b"4")])))
         sid = opened.sequence_id
         assert sid.startswith("ts-seq-")
-        replies = list(stub.StreamPredictions2(iter([request(b"1", sid), request(b"2", sid)])))
+        # each request after the previous answer: maxSequenceJobQueueSize (1) counts a request
+        # still queued, and a stream is read ahead of its answers
+        feed: queue.Queue[Any] = queue.Queue()
+        feed.put(request(b"1", sid))
+        answers = stub.StreamPredictions2(iter(feed.get, None))
+        replies = [next(answers)]
+        feed.put(request(b"2", sid))
+        replies.append(next(answers))
+        feed.put(None)
+        assert list(answers) == []
+    assert [r.status.message for r in replies if r.status.code] == []
     assert [json.loads(r.prediction)["sum"] for r in replies] == [5, 7]
     assert {r.sequence_id for r in replies} == {sid}
 
