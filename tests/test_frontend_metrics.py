@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve.telemetry.torchserve import GpuFigures, HostFigures, HostReader, StatusCounts, render
+from serve.telemetry.host import GpuFigures, HostFigures, HostReader, visible_devices
+from serve.telemetry.torchserve import StatusCounts, render
+from serve.workers.devices import visible_gpu_count
 
 
 def test_gpu_gauges_carry_torchserve_names_and_labels() -> None:
@@ -54,3 +57,14 @@ def test_status_classes_are_counted_as_torchserve_does() -> None:
     for status in (200, 201, 204, 302, 101, 400, 404, 413, 500, 503, 504):
         statuses.add(status)
     assert statuses.counts == [3, 3, 3]
+
+
+def test_cuda_visible_devices_is_read_once_for_figures_and_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_devices() is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 2, ,0 ")
+    assert visible_devices() == ("2", "0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpu_count() == 0  # "-1" hides every GPU, with or without a driver

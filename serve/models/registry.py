@@ -1,10 +1,6 @@
 """The registry: model name → versions (one default), and registration from the model store.
 
-Effective settings for a version come from, first to last: the registration request, the
-operator's `models:` section of serve.yaml, the archive's model-config.yaml, server defaults.
-Worker counts are the exception, as in TorchServe 0.12: an archive's minWorkers/maxWorkers
-pair (min > 0, max >= min) wins over the request's `initial_workers`; the operator's `models:`
-section still wins over both.
+A version's effective settings (which source wins, key by key) are `models.settings`' rules.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from handlers.loader import remove_from_path
 from serve.config import Config
@@ -33,7 +28,8 @@ from serve.models.archive import ModelArchive, check_model_name, locate, open_ar
 from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.hints import unknown_model
 from serve.models.requirements import install_requirements
-from serve.models.version import STARTUP_TIMEOUT, ModelVersion, VersionSettings
+from serve.models.settings import effective_settings
+from serve.models.version import STARTUP_TIMEOUT, ModelVersion
 from serve.request import InferenceRequest
 from serve.routing.shadow import Shadows
 from serve.routing.split import Split
@@ -144,10 +140,7 @@ class Registry:
         routed = not version and split is not None
         if not version:
             version = split.choose(key) if split is not None else model.default
-        found = model.versions.get(version)
-        if found is None:
-            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
-        return Route(found, routed, model)
+        return Route(_version_of(model, name, version), routed, model)
 
     def version(self, name: str, version: str | None = None) -> ModelVersion:
         """The named version of a model, else its default; the traffic split plays no part
@@ -157,10 +150,13 @@ class Registry:
     def _find(self, name: str, version: str | None) -> tuple[Model, str, ModelVersion]:
         model = self._model(name)
         key = version or model.default
-        found = model.versions.get(key)
-        if found is None:
-            raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
-        return model, key, found
+        return model, key, _version_of(model, name, key)
+
+    def _model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(unknown_model(name, self.models))
+        return model
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, default first."""
@@ -248,7 +244,13 @@ class Registry:
             name=name,
             handler=handler,
             url=params.url,
-            settings=self._settings(name, archive, params),
+            settings=effective_settings(
+                params,
+                self.config.model_settings(name, archive.version),
+                archive.settings,
+                self.config,
+                self.gpu_count,
+            ),
             budget=self._budget,
             metrics=self._metrics,
             loaded_at_startup=params.loaded_at_startup,
@@ -259,71 +261,6 @@ class Registry:
         if params.make_default or self.config.model_settings(name, archive.version).default_version:
             model.default = archive.version
         return version
-
-    def _settings(
-        self, name: str, archive: ModelArchive, params: RegisterParams
-    ) -> VersionSettings:
-        ops = self.config.model_settings(name, archive.version)
-        arc = archive.settings
-        devices = self._devices(ops.devices, arc.device_type, arc.device_ids)
-        archive_pair = (
-            arc.min_workers is not None
-            and arc.min_workers > 0
-            and (arc.max_workers is None or arc.max_workers >= arc.min_workers)
-        )
-        min_workers = _first(
-            ops.min_workers,
-            arc.min_workers if archive_pair else None,
-            params.initial_workers,
-            self._default_workers(),
-        )
-        max_workers = max(
-            min_workers,
-            _first(
-                params.max_workers,
-                ops.max_workers,
-                arc.max_workers if archive_pair else None,
-                min_workers,
-            ),
-        )
-        return VersionSettings(
-            batch_size=_first(params.batch_size, ops.batch_size, arc.batch_size, 1),
-            max_batch_delay=_first(
-                params.max_batch_delay, ops.max_batch_delay, arc.max_batch_delay, 100
-            ),
-            min_workers=min_workers,
-            max_workers=max_workers,
-            response_timeout=_first(
-                params.response_timeout,
-                ops.response_timeout,
-                arc.response_timeout,
-                self.config.default_response_timeout,
-            ),
-            job_queue_size=_first(arc.job_queue_size, self.config.job_queue_size),
-            devices=devices,
-            device_type="cpu" if devices == (None,) else "gpu",
-            adaptive_batching=self.config.adaptive_batching,
-            sequence=arc.sequence,
-        )
-
-    def _devices(
-        self,
-        configured: tuple[int, ...] | None,
-        device_type: str | None,
-        device_ids: tuple[int, ...] | None,
-    ) -> tuple[int | None, ...]:
-        if configured:
-            return configured
-        if device_type == "cpu" or self.gpu_count == 0:
-            return (None,)
-        if device_ids and all(0 <= d < self.gpu_count for d in device_ids):
-            return device_ids
-        return tuple(range(self.gpu_count))
-
-    def _default_workers(self) -> int:
-        if self.config.default_workers_per_model > 0:
-            return self.config.default_workers_per_model
-        return self.gpu_count or 1
 
     # --- changes ---------------------------------------------------------------------------
 
@@ -356,12 +293,6 @@ class Registry:
     def clear_traffic(self, name: str) -> None:
         """Send the model's unversioned traffic to its default version alone again."""
         self._model(name).split = None
-
-    def _model(self, name: str) -> Model:
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(unknown_model(name, self.models))
-        return model
 
     async def unregister(
         self, name: str, version: str | None = None, *, force: bool = False
@@ -419,9 +350,12 @@ class Registry:
         await asyncio.to_thread(_remove_tree, self._workdir)
 
 
-def _first(*values: Any) -> Any:
-    """The first value that is set (the last candidate is always a default)."""
-    return next(value for value in values if value is not None)
+def _version_of(model: Model, name: str, key: str) -> ModelVersion:
+    """Version `key` of `model` (registered as `name`), or a 404 naming both."""
+    found = model.versions.get(key)
+    if found is None:
+        raise ModelVersionNotFound(f"Model version: {key} does not exist for model: {name}")
+    return found
 
 
 def _remove_tree(path: Path) -> None:

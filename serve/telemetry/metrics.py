@@ -33,10 +33,11 @@ from prometheus_client.core import (
 from serve.config.metrics import MetricDecl, MetricsSpec
 from serve.telemetry.handler_metrics import HandlerMetrics
 from serve.telemetry.histogram import Buckets
+from serve.telemetry.host import HostFigures, HostReader
 from serve.telemetry.tokens import Figures, TokenMetrics
 from serve.telemetry.tokens import families as token_families
 from serve.telemetry.torchserve import NAMES as FRONTEND_NAMES
-from serve.telemetry.torchserve import FrontendLog, HostFigures, HostReader, StatusCounts
+from serve.telemetry.torchserve import FrontendLog, StatusCounts
 from serve.telemetry.torchserve import render as render_frontend
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@
   its executor outside the handler: building the handler's inputs, reading its outputs) and
   `WorkerLoadTime` (per executor, start to loaded), in milliseconds.
 - The host: `CPUUtilization`, `MemoryUtilization`, `MemoryUsed`, `MemoryAvailable`,
-  `DiskUsage`, `DiskAvailable`, `DiskUtilization` (from psutil, the library TorchServe reads
-  them with, at scrape time, for the root filesystem; CPU since the previous scrape), and per
-  GPU `GPUMemoryUtilization`, `GPUMemoryUsed`, `GPUUtilization` (NVML; absent without GPUs).
+  `DiskUsage`, `DiskAvailable`, `DiskUtilization`, and per GPU `GPUMemoryUtilization`,
+  `GPUMemoryUsed`, `GPUUtilization` (absent without GPUs), from the figures `telemetry.host`
+  reads at scrape time.
 
 Labels and HELP texts are TorchServe's (`Level="Host"`, `Hostname`, `WorkerName`, `DeviceId`).
 Rendered by hand, like the `ts_*` counters, so the names carry no suffix. With a metrics.yaml
@@ -19,25 +19,17 @@ TorchServe lists them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import socket
-import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-
-import psutil
 
 from serve.config.metrics import MetricDecl
+from serve.telemetry.host import HostFigures
 
 HOSTNAME = socket.gethostname()
 _CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
-MB = 1024 * 1024
-GB = 1024 * MB
 ts_metrics_log = logging.getLogger("TS_METRICS")  # TorchServe's log4j logger name
-_CLASSES = ("Requests2XX", "Requests4XX", "Requests5XX")
 
 
 class FrontendLog:
@@ -85,110 +77,6 @@ class StatusCounts:
         self.counts[index] += 1
         if self.log is not None:
             self.log.emit(_CLASSES[index], "Count", "Level:Host", 1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class GpuFigures:
-    """One GPU's memory and utilization."""
-
-    device_id: int
-    memory_percent: float
-    memory_used_mb: float
-    utilization_percent: float
-
-
-@dataclass(frozen=True, slots=True)
-class HostFigures:
-    """The host's CPU, memory, disk and GPUs at one scrape (None: not readable here)."""
-
-    cpu_percent: float | None = None
-    memory: tuple[float, float, float] | None = None  # used MB, available MB, percent
-    disk: tuple[float, float, float] | None = None  # used GB, available GB, percent
-    gpus: tuple[GpuFigures, ...] = field(default=())
-
-
-class HostReader:
-    """Reads the host figures; CPU utilization is measured since the previous read."""
-
-    def __init__(self, gpu_count: int) -> None:
-        self._gpu_count = gpu_count
-        self._lock = threading.Lock()
-        self._last_cpu: tuple[float, float] | None = None
-
-    def read(self) -> HostFigures:
-        """The figures now (blocking file reads and NVML calls: call it off the event loop)."""
-        return HostFigures(self._cpu(), _memory(), _disk(), _gpus(self._gpu_count))
-
-    def _cpu(self) -> float | None:
-        try:
-            times = psutil.cpu_times()
-        except (OSError, RuntimeError):
-            return None
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        total = sum(times)
-        with self._lock:
-            last, self._last_cpu = self._last_cpu, (idle, total)
-        if last is not None:
-            idle, total = idle - last[0], total - last[1]
-        return round(100.0 * (1 - idle / total), 1) if total > 0 else 0.0
-
-
-def _memory() -> tuple[float, float, float] | None:
-    """psutil's figures, as TorchServe's: used MB, available MB, percent not available."""
-    try:
-        memory = psutil.virtual_memory()
-    except (OSError, RuntimeError):
-        return None
-    return memory.used / MB, memory.available / MB, round(memory.percent, 1)
-
-
-def _disk() -> tuple[float, float, float] | None:
-    try:
-        usage = psutil.disk_usage("/")
-    except OSError:
-        return None
-    return usage.used / GB, usage.free / GB, round(usage.percent, 1)
-
-
-def _gpus(count: int) -> tuple[GpuFigures, ...]:
-    """Each visible GPU (CUDA ordinal as DeviceId); nothing when NVML cannot tell."""
-    if count <= 0:
-        return ()
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no driver or library: no GPU figures
-        return ()
-    try:
-        figures = []
-        for ordinal, index in enumerate(_physical_indices(count)):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            figures.append(
-                GpuFigures(
-                    device_id=ordinal,
-                    memory_percent=round(100.0 * memory.used / memory.total, 1),
-                    memory_used_mb=memory.used / MB,
-                    utilization_percent=float(rates.gpu),
-                )
-            )
-        return tuple(figures)
-    except Exception:
-        return ()
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _physical_indices(count: int) -> list[int]:
-    """NVML indices of the CUDA ordinals 0..count-1 (CUDA_VISIBLE_DEVICES as numbers)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
-    if entries and all(e.isdigit() for e in entries):
-        return [int(e) for e in entries[:count]]
-    return list(range(count))
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -258,15 +146,15 @@ def render(
         if host.cpu_percent is not None:
             family("CPUUtilization", "gauge", "Percent", [(host_label, host.cpu_percent)])
         if host.memory is not None:
-            used, available, percent = host.memory
-            family("MemoryUsed", "gauge", "Megabytes", [(host_label, used)])
-            family("MemoryAvailable", "gauge", "Megabytes", [(host_label, available)])
-            family("MemoryUtilization", "gauge", "Percent", [(host_label, percent)])
+            memory = host.memory
+            family("MemoryUsed", "gauge", "Megabytes", [(host_label, memory.used_mb)])
+            family("MemoryAvailable", "gauge", "Megabytes", [(host_label, memory.available_mb)])
+            family("MemoryUtilization", "gauge", "Percent", [(host_label, memory.percent)])
         if host.disk is not None:
-            used, available, percent = host.disk
-            family("DiskUsage", "gauge", "Gigabytes", [(host_label, used)])
-            family("DiskAvailable", "gauge", "Gigabytes", [(host_label, available)])
-            family("DiskUtilization", "gauge", "Percent", [(host_label, percent)])
+            disk = host.disk
+            family("DiskUsage", "gauge", "Gigabytes", [(host_label, disk.used_gb)])
+            family("DiskAvailable", "gauge", "Gigabytes", [(host_label, disk.available_gb)])
+            family("DiskUtilization", "gauge", "Percent", [(host_label, disk.percent)])
         gpu_labels = [
             (f'Level="Host",DeviceId="{g.device_id}",Hostname="{_escape(HOSTNAME)}"', g)
             for g in host.gpus

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+from serve.telemetry.host import visible_devices
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +19,9 @@ logger = logging.getLogger(__name__)
 def visible_gpu_count(limit: int | None = None) -> int:
     """How many GPUs this process may use (0 without a driver)."""
     count = _nvml_count()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_devices()
     if visible is not None:
-        entries = [e for e in visible.split(",") if e.strip() and e.strip() != "-1"]
-        count = min(count, len(entries))
+        count = min(count, len([e for e in visible if e != "-1"]))
     if limit is not None:
         count = min(count, limit)
     return count
