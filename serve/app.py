@@ -129,6 +129,9 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
     warn_if_permissive(config)
     tokens = await _tokens(config)  # a bad key file is a ConfigError: nothing is bound yet
     async with AsyncExitStack() as stack:
+        # first: a SIGTERM that arrives while the listeners come up (a probe may already see
+        # /ping answer) is a clean stop once start-up is through, never the default kill
+        _install_signals(stop, registry)
         access = access_log.start(config)
         if access is not None:
             stack.callback(access.stop)  # last out: writes the final lines
@@ -178,7 +181,6 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         stack.callback(_call_all, refuse)
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
-        _install_signals(stop, registry)
         if restored.failed:
             _carry(snapshots, restored, config)
         await registry.start_workers(deferred)
