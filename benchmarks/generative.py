@@ -191,7 +191,7 @@ async def _collect(url: str, model: str, jobs: list[Job], into: list[Result]) ->
 async def cancel_slot(server: Ours, model: str) -> dict[str, Any]:
     """16 streams fill the batch, a 17th waits; one stream disconnects after 3 tokens."""
     jobs = [Job(i, f"Describe the castle number {i}.", 128) for i in range(BATCH)]
-    jobs[0] = Job(0, jobs[0].prompt, 128, cancel_after=3)
+    jobs[0] = Job(0, jobs[0].prompt, 128, cancel_after=12)  # after the 17th is queued
     running: list[Result] = []
     task = asyncio.ensure_future(_collect(server.base, model, jobs, running))
     await _until(lambda: len(running) == BATCH and all(r.ttft for r in running[1:]))
@@ -200,6 +200,7 @@ async def cancel_slot(server: Ours, model: str) -> dict[str, Any]:
         _collect(server.base, model, [Job(99, "And one more story.", 4)], waiting)
     )
     await _until(lambda: metric(server, "serve_num_requests_waiting") >= 1, every=0.05)
+    queued_before_cancel = running[0].status != "cancelled"
     await _until(lambda: running[0].status == "cancelled")
     cancelled_at = time.perf_counter()
     steps_at_cancel = metric(server, "serve_generation_steps_total")
@@ -215,6 +216,7 @@ async def cancel_slot(server: Ours, model: str) -> dict[str, Any]:
         "steps_counted_between": steps_at_first - steps_at_cancel,
         "stream_itl_p50_ms": itls[len(itls) // 2] * 1000 if itls else None,
         "queued_status": waiting[0].status,
+        "queued_before_cancel": queued_before_cancel,
     }
 
 
@@ -277,6 +279,15 @@ print(json.dumps({{"prompt_tokens": len(ids), "prefill_ms": med(prefill) * 1000,
     return costs
 
 
+async def _part(results: dict[str, Any], key: str, run: Any) -> Any:
+    """One part's figures, or its failure recorded, so one failing part keeps the others."""
+    try:
+        return await run
+    except Exception as exc:  # reported in the results; the run goes on
+        results.setdefault("failures", {})[key] = repr(exc)
+        return None
+
+
 async def run_ours(store: Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
     server = Ours(store)
     server.start()
@@ -287,9 +298,11 @@ async def run_ours(store: Path, args: argparse.Namespace, results: dict[str, Any
             await warm(server.base, name, OPENAI)
             results["batching"][key] = await throughput(server.base, name, OPENAI, args)
             if name == CB and "ttft" in args.parts:
-                results["ttft"] = await ttft_under_load(server, name, args.probes)
+                results["ttft"] = await _part(
+                    results, "ttft", ttft_under_load(server, name, args.probes)
+                )
             if name == CB and "cancel" in args.parts:
-                results["cancel"] = await cancel_slot(server, name)
+                results["cancel"] = await _part(results, "cancel", cancel_slot(server, name))
             server.unregister(name)
         if "torchserve" in args.parts:
             register(server, TS)
@@ -299,7 +312,7 @@ async def run_ours(store: Path, args: argparse.Namespace, results: dict[str, Any
         if "soak" in args.parts:
             register(server, CB)
             await warm(server.base, CB, OPENAI)
-            results["soak"] = await soak(server, CB, args)
+            results["soak"] = await _part(results, "soak", soak(server, CB, args))
     finally:
         server.stop()
         server.cleanup()
@@ -352,9 +365,11 @@ def main(argv: list[str] | None = None) -> int:
         if "ttft" in args.parts:
             probe = next(iter(make_jobs(1, 7, min_tokens=2, max_tokens=2))).prompt
             results["engine"] = engine_costs(probe)
-        asyncio.run(run_ours(store, args, results))
+        asyncio.run(_part(results, "ours", run_ours(store, args, results)))
         if "torchserve" in args.parts:
-            results["torchserve"]["torchserve"] = asyncio.run(run_torchserve(store, work, args))
+            results["torchserve"]["torchserve"] = asyncio.run(
+                _part(results, "torchserve", run_torchserve(store, work, args))
+            )
     results["load_after"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{stamp}-generative"

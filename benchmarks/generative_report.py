@@ -127,6 +127,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if results.get("ttft"):
         lines += ["", f"TTFT probes under 15 streams (ms): {results['ttft']['probe_ttft_ms']}"]
+    for key, failure in (results.get("failures") or {}).items():
+        lines += ["", f"Part {key} failed: {failure}"]
     lines += ["", "## Targets", "", "| target | bar | measured | met |", "|---|---|---|---|"]
     for name, bar, measured, met in targets(results):
         lines.append(f"| {name} | {bar} | {measured} | {'yes' if met else 'no'} |")
