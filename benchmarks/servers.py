@@ -65,6 +65,7 @@ class Server:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.port = free_port()
         self.management_port = free_port()
+        self.metrics_port = free_port()
         self.grpc_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -194,7 +195,7 @@ class Ours(Server):
         lines = [
             f"inference_address: 127.0.0.1:{self.port}",
             f"management_address: 127.0.0.1:{self.management_port}",
-            f"metrics_address: 127.0.0.1:{free_port()}",
+            f"metrics_address: 127.0.0.1:{self.metrics_port}",
             f"grpc_inference_address: 127.0.0.1:{self.grpc_port}",
             f"grpc_management_address: 127.0.0.1:{free_port()}",
             f"model_store: {self.store}",
