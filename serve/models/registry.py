@@ -216,7 +216,7 @@ class Registry:
         if not params.synchronous:
             await version.scale(workers, version.max_workers, wait=None)
             return Registered(version, workers, all_ready=False)
-        ready = await version.scale(workers, version.max_workers, wait=params.startup_timeout)
+        ready = await version.scale(workers, version.max_workers, wait=version.load_wait)
         if not ready:
             if not self.holds(version):
                 raise Conflict(
@@ -303,6 +303,8 @@ class Registry:
             devices=devices,
             device_type="cpu" if devices == (None,) else "gpu",
             adaptive_batching=self.config.adaptive_batching,
+            # TorchServe: the archive's startupTimeout when set, else the register parameter
+            startup_timeout=arc.startup_timeout or params.startup_timeout,
             sequence=arc.sequence,
         )
 
