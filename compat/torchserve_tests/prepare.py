@@ -1,8 +1,10 @@
 """A scratch copy of a pytorch/serve checkout that its tests can run from, offline.
 
-Nothing is downloaded and the checkout itself is never written to: the copy gets what a
-snapshot of the repository lacks (the mnist weights, the gRPC client stubs) and a
-`mar_config.json` trimmed to its one local model, so `marsgen` needs no internet.
+The checkout itself is never written to: the copy gets what a snapshot of the repository
+lacks (the mnist weights, the gRPC client stubs) and a `mar_config.json` trimmed to its one
+local model, so `marsgen` needs no internet. The one download: the wheels of the stateful
+example's requirements (lru-dict), fetched here into a wheelhouse because the tests run in a
+network namespace where the servers' per-model `pip install` cannot reach PyPI.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ PROTO_DIR = "frontend/server/src/main/resources/proto"
 OUR_PROTO_DIR = Path(__file__).resolve().parents[2] / "proto"
 # the gRPC tests import the stubs as top-level modules from here (tsutils puts them there)
 STUBS_DIR = "ts_scripts"
+# the requirements the servers pip-install per model (install_py_dep_per_model=true in
+# test/config_ts.properties), and the folder of their wheels that pip reads offline
+REQUIREMENTS = ("examples/stateful/requirements.txt",)
+WHEELHOUSE = ".compat-wheels"
 
 
 class PrepareError(Exception):
@@ -111,4 +117,31 @@ def prepare(repo: Path, dest: Path) -> list[str]:
     made = write_untrained_weights(copy)
     trim_mar_config(copy)
     grpc_stubs(copy)
+    wheelhouse(copy)
     return made
+
+
+def wheelhouse(copy: Path) -> Path:
+    """Download the wheels of the examples' requirements into the copy (PyPI must be reachable).
+
+    Both servers run the same Python minor version as this process, so one set of wheels serves
+    both sides.
+    """
+    folder = copy / WHEELHOUSE
+    folder.mkdir(exist_ok=True)
+    for rel in REQUIREMENTS:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "-d",
+            str(folder),
+            "-r",
+            str(copy / rel),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise PrepareError(f"cannot download the wheels of {rel}: {done.stderr.strip()[-400:]}")
+    return folder

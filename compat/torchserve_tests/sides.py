@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from compat.torchserve_tests.prepare import STUBS_DIR
+from compat.torchserve_tests.prepare import STUBS_DIR, WHEELHOUSE
 
 PROJECT = Path(__file__).resolve().parents[2]
 TORCHSERVE_VENV = PROJECT / "benchmarks" / ".venv-torchserve"
@@ -131,6 +131,9 @@ def run_side(
     # the checkout's `ts` (ts.launcher) and its gRPC stubs, ahead of anything installed
     env["PYTHONPATH"] = os.pathsep.join((str(copy), str(copy / STUBS_DIR)))
     env["TMPDIR"] = str(tmp)
+    # the per-model pip installs run where PyPI is out of reach (the network namespace)
+    env["PIP_NO_INDEX"] = "1"
+    env["PIP_FIND_LINKS"] = str(copy / WHEELHOUSE)
     for key in ("TS_CONFIG_FILE", "LOG_LOCATION", "METRICS_LOCATION", "TS_METRICS_CONFIG"):
         env.pop(key, None)
     cmd = pytest_command(copy, junit, tests, timeout, isolate)

@@ -154,7 +154,7 @@ async def scale(
         raise BadRequest("max_worker cannot be less than min_worker.")
     synchronous = bool_param(params, "synchronous", False)
     reached = await found.scale(
-        min_workers, max_workers, wait=STARTUP_TIMEOUT if synchronous else None
+        min_workers, max_workers, wait=found.load_wait if synchronous else None
     )
     registry.changed()
     if not synchronous:

@@ -7,11 +7,11 @@ its first one, so handler state kept per executor (TorchServe's examples: an LRU
 id) is always there; at most one request per sequence is in a batch, and a sequence's
 requests run in order. Decisions are serve.batching.sequence_policy's; this module waits.
 
-A sequence ends when it is idle past sequenceMaxIdleMSec, when sequenceTimeoutMSec has passed
-since it opened, when a handler names it in the `ts_request_sequence_end` response header,
-or when its executor retires or fails. Its id is then remembered, and a request naming it is
-answered 503 saying why (TorchServe silently opens a new sequence on another worker, whose
-handler then fails on the missing state).
+The sequence table (serve.batching.sequence_table) holds the open sequences and ends them:
+idle past sequenceMaxIdleMSec, sequenceTimeoutMSec after they opened, named by a handler in the
+`ts_request_sequence_end` response header, or when their executor retires or fails. An ended
+id is remembered, and a request naming it is answered 503 saying why (TorchServe silently
+opens a new sequence on another worker, whose handler then fails on the missing state).
 
 Continuous variant: a request whose output is not final (the handler's `stopping_criteria`
 said False) stays in its executor's batch and is sent again, with no inputs, until it ends.
@@ -25,15 +25,14 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from handlers.messages import BatchFailure, Output
 from serve.batching.flights import Batch, Flights, Runner
 from serve.batching.policy import Take
 from serve.batching.sequence_policy import SequenceSettings, admit_quota, decide_sequences
+from serve.batching.sequence_table import Sequence, SequenceTable, cancel
 from serve.errors import (
     DeadlineExceeded,
     InternalError,
@@ -48,17 +47,6 @@ logger = logging.getLogger(__name__)
 
 # the response header by which a handler ends sequences ("id" or "id1;id2"), as in TorchServe
 END_HEADER = os.getenv("TS_REQUEST_SEQUENCE_END", "ts_request_sequence_end")
-REMEMBERED = 10_000  # ended ids kept to answer a late request with why (oldest forgotten)
-
-
-@dataclass(eq=False, slots=True)
-class _Sequence:
-    id: str
-    runner: Runner | None  # None until its first request is given to an executor
-    queue: deque[InferenceRequest] = field(default_factory=deque)
-    running: int = 0  # its requests inside the executor (plain: 0 or 1)
-    idle_timer: asyncio.TimerHandle | None = None
-    life_timer: asyncio.TimerHandle | None = None
 
 
 class SequenceBatcher:
@@ -89,9 +77,6 @@ class SequenceBatcher:
         self._on_batch = on_batch
         self._on_done = on_done
         self._on_deadline = on_deadline
-        self._sequences: dict[str, _Sequence] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()  # id → why it ended
-        self._owned: dict[Runner, int] = {}  # executors seen ready → their live sequences
         self._continuing: dict[Runner, list[InferenceRequest]] = {}
         self._solo: deque[InferenceRequest] = deque()  # describe calls: any executor, alone
         self._idle: deque[Runner] = deque()
@@ -102,6 +87,9 @@ class SequenceBatcher:
         self._drained = asyncio.Event()
         self._drained.set()
         self._loop = asyncio.get_running_loop()
+        self._table = SequenceTable(
+            label=self.label, settings=settings, loop=self._loop, on_end=self._check_drained
+        )
 
     @property
     def label(self) -> str:
@@ -110,12 +98,12 @@ class SequenceBatcher:
     @property
     def live(self) -> int:
         """Sequences open now."""
-        return len(self._sequences)
+        return len(self._table)
 
     @property
     def pending(self) -> int:
         """Requests waiting in the sequences' queues."""
-        return len(self._solo) + sum(len(s.queue) for s in self._sequences.values())
+        return len(self._solo) + sum(len(s.queue) for s in self._table)
 
     @property
     def in_flight(self) -> int:
@@ -134,7 +122,7 @@ class SequenceBatcher:
             self._solo.append(request)
             self._queued(request)
             return
-        sequence = self._sequence_for(request)
+        sequence = self._table.open_for(request)
         if len(sequence.queue) >= self.settings.queue_size:
             raise ServiceUnavailable(
                 f'{self.label}: sequence "{sequence.id}" already has '
@@ -143,46 +131,9 @@ class SequenceBatcher:
                 headers={"Retry-After": "1"},
             )
         sequence.queue.append(request)
-        _cancel(sequence.idle_timer)
+        cancel(sequence.idle_timer)
         sequence.idle_timer = None
         self._queued(request)
-
-    def _sequence_for(self, request: InferenceRequest) -> _Sequence:
-        sid = request.sequence_id
-        if sid:
-            why = self._ended.get(sid)
-            if why is not None:
-                raise ServiceUnavailable(
-                    f'{self.label}: sequence "{sid}" {why}; start a new sequence by sending '
-                    f"no {SEQUENCE_HEADER}"
-                )
-            sequence = self._sequences.get(sid)
-            if sequence is not None:
-                return sequence
-        limit = self.settings.max_sequences
-        if len(self._sequences) >= limit:
-            raise ServiceUnavailable(
-                f"{self.label} has {limit} live sequences (maxNumSequence); end one or retry "
-                "when one expires",
-                headers={"Retry-After": "1"},
-            )
-        if not sid:  # TorchServe's rule: a new server id comes with the start header
-            sid = request.sequence_id = f"ts-seq-{uuid.uuid4()}"
-            request.sequence_start = True
-        sequence = self._sequences[sid] = _Sequence(sid, self._least_loaded())
-        if sequence.runner is not None:
-            self._owned[sequence.runner] += 1
-        if self.settings.timeout is not None:
-            sequence.life_timer = self._loop.call_later(
-                self.settings.timeout, self._end, sequence, "timed out (sequenceTimeoutMSec)"
-            )
-        return sequence
-
-    def _least_loaded(self) -> Runner | None:
-        """The ready executor with the fewest sequences (None before any is ready)."""
-        owned = [(count, i, r) for i, (r, count) in enumerate(self._owned.items())]
-        live = [item for item in owned if not item[2].retiring]
-        return min(live, key=lambda item: (item[0], item[1]))[2] if live else None
 
     def _queued(self, request: InferenceRequest) -> None:
         if request.deadline is not None:
@@ -199,7 +150,7 @@ class SequenceBatcher:
             self._lose(runner, "ended: its worker was retired")
             runner.stop()
             return
-        self._owned.setdefault(runner, 0)
+        self._table.seen(runner)
         self._idle.append(runner)
         self._dispatch()
 
@@ -229,7 +180,7 @@ class SequenceBatcher:
         continuing: list[InferenceRequest] = []
         ended: list[str] = []
         for idx, request in enumerate(batch):
-            sequence = self._sequences.get(request.sequence_id or "")
+            sequence = self._table.get(request.sequence_id)
             if isinstance(result, BatchFailure):
                 request.fail(InternalError(result.message, status=result.status))
                 final = True
@@ -246,11 +197,11 @@ class SequenceBatcher:
                     final = True
             if sequence is not None and final:
                 sequence.running -= 1
-                self._maybe_idle(sequence)
+                self._table.maybe_idle(sequence)
         for sid in ended:
-            sequence = self._sequences.get(sid)
+            sequence = self._table.get(sid)
             if sequence is not None:
-                self._end(sequence, "was ended by the handler")
+                self._table.end(sequence, "was ended by the handler")
         if continuing:
             self._continuing[runner] = continuing
         self._check_drained()
@@ -259,7 +210,7 @@ class SequenceBatcher:
     # --- dispatch --------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        _cancel(self._timer)
+        cancel(self._timer)
         self._timer = None
         now = time.monotonic()
         wake: float | None = None
@@ -287,15 +238,15 @@ class SequenceBatcher:
                 continuing.append(request)
                 continue
             logger.info("%s: request %s left its stream; dropped", self.label, request.request_id)
-            sequence = self._sequences.get(request.sequence_id or "")
+            sequence = self._table.get(request.sequence_id)
             if sequence is not None:
                 sequence.running -= 1
-                self._maybe_idle(sequence)
+                self._table.maybe_idle(sequence)
         for request in continuing:
             request.params = ()  # TorchServe sends a continuing request without its inputs
-        ready: list[_Sequence] = []
+        ready: list[Sequence] = []
         could_join = 0
-        for sequence in self._sequences.values():
+        for sequence in self._table:
             if sequence.runner is not None and sequence.runner is not runner:
                 continue
             while sequence.queue and sequence.queue[0].done:
@@ -321,8 +272,7 @@ class SequenceBatcher:
         for sequence in ready[: decision.count]:
             request = sequence.queue.popleft()
             if sequence.runner is None:  # a new sequence stays where it first ran
-                sequence.runner = runner
-                self._owned[runner] = self._owned.get(runner, 0) + 1
+                self._table.claim(sequence, runner)
             sequence.running += 1
             request.dispatched = now
             batch.append(request)
@@ -338,41 +288,12 @@ class SequenceBatcher:
 
     # --- ending sequences ------------------------------------------------------------------
 
-    def _maybe_idle(self, sequence: _Sequence) -> None:
-        if sequence.running or sequence.queue or sequence.id not in self._sequences:
-            return
-        _cancel(sequence.idle_timer)
-        sequence.idle_timer = self._loop.call_later(
-            self.settings.max_idle, self._end, sequence, "expired (idle past sequenceMaxIdleMSec)"
-        )
-
-    def _end(self, sequence: _Sequence, why: str) -> None:
-        """Close a sequence: queued requests are refused, running ones finish."""
-        if self._sequences.get(sequence.id) is not sequence:
-            return
-        del self._sequences[sequence.id]
-        _cancel(sequence.idle_timer)
-        _cancel(sequence.life_timer)
-        if sequence.runner is not None and sequence.runner in self._owned:
-            self._owned[sequence.runner] -= 1
-        self._ended[sequence.id] = why
-        while len(self._ended) > REMEMBERED:
-            self._ended.popitem(last=False)
-        logger.info("%s: sequence %s %s", self.label, sequence.id, why)
-        if sequence.queue:
-            error = ServiceUnavailable(f'{self.label}: sequence "{sequence.id}" {why}')
-            while sequence.queue:
-                sequence.queue.popleft().fail(error)
-        self._check_drained()
-
     def _lose(self, runner: Runner, why: str) -> None:
         """An executor is gone: end its sequences (their state went with it)."""
-        self._owned.pop(runner, None)
         error = ServiceUnavailable(f"{self.label}: the worker running this stream was retired")
         for request in self._continuing.pop(runner, []):
             request.fail(error)
-        for sequence in [s for s in self._sequences.values() if s.runner is runner]:
-            self._end(sequence, why)
+        self._table.lose(runner, why)
 
     def _deadline_passed(self, request: InferenceRequest) -> None:
         request.timer = None
@@ -380,11 +301,11 @@ class SequenceBatcher:
             return
         stage = self._flights.stage_of(request)
         if not request.dispatched:
-            sequence = self._sequences.get(request.sequence_id or "")
+            sequence = self._table.get(request.sequence_id)
             with contextlib.suppress(ValueError, AttributeError):
                 (sequence.queue if sequence else self._solo).remove(request)
             if sequence is not None:
-                self._maybe_idle(sequence)
+                self._table.maybe_idle(sequence)
         deadline = request.deadline
         assert deadline is not None
         request.fail(
@@ -429,15 +350,15 @@ class SequenceBatcher:
             await asyncio.wait_for(self._drained.wait(), timeout)
         self.fail_all(ServiceUnavailable(f"{self.label} was unregistered"))
         for handle in (self._timer, self._watchdog):
-            _cancel(handle)
-        for sequence in list(self._sequences.values()):
-            self._end(sequence, "ended: the model was unregistered")
+            cancel(handle)
+        for sequence in list(self._table):
+            self._table.end(sequence, "ended: the model was unregistered")
         while self._idle:
             self._idle.popleft().stop()
 
     def fail_all(self, error: ServeError) -> None:
         """Answer everything queued or running with `error`."""
-        for sequence in self._sequences.values():
+        for sequence in self._table:
             while sequence.queue:
                 sequence.queue.popleft().fail(error)
             sequence.running = 0
@@ -455,11 +376,6 @@ class SequenceBatcher:
     def _check_drained(self) -> None:
         if not self._flights.count and not self.pending and not self._continuing:
             self._drained.set()
-
-
-def _cancel(handle: asyncio.TimerHandle | None) -> None:
-    if handle is not None:
-        handle.cancel()
 
 
 def _wanted(request: InferenceRequest) -> bool:

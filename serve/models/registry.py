@@ -212,7 +212,7 @@ class Registry:
         if not params.synchronous:
             await version.scale(workers, version.max_workers, wait=None)
             return Registered(version, workers, all_ready=False)
-        ready = await version.scale(workers, version.max_workers, wait=params.startup_timeout)
+        ready = await version.scale(workers, version.max_workers, wait=version.load_wait)
         if not ready:
             if not self.holds(version):
                 raise Conflict(

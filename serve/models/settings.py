@@ -66,6 +66,8 @@ def effective_settings(
         devices=devices,
         device_type="cpu" if devices == (None,) else "gpu",
         adaptive_batching=config.adaptive_batching,
+        # TorchServe: the archive's startupTimeout when set, else the register parameter
+        startup_timeout=archive.startup_timeout or params.startup_timeout,
         sequence=archive.sequence,
     )
 

@@ -37,6 +37,7 @@ class VersionSettings:
     devices: tuple[int | None, ...]
     device_type: str  # "cpu" or "gpu"
     adaptive_batching: bool = True
+    startup_timeout: float = STARTUP_TIMEOUT  # seconds a handler's initialize may take
     sequence: SequenceSettings | None = None  # stateful inference (sequenceBatching)
 
 
@@ -107,9 +108,16 @@ class ModelVersion:
             batcher=self.batcher,
             budget=budget,
             label=self.label,
+            startup_timeout=settings.startup_timeout,
         )
         self.min_workers = settings.min_workers
         self.max_workers = settings.max_workers
+
+    @property
+    def load_wait(self) -> float:
+        """How long a synchronous register or scale waits: a moment past the startup timeout,
+        by which every load it started is ready or has failed (the pool's own timer)."""
+        return self.settings.startup_timeout + 1.0
 
     @property
     def generative(self) -> bool:
@@ -199,7 +207,7 @@ class ModelVersion:
             "batchSize": s.batch_size,
             "maxBatchDelay": s.max_batch_delay,
             "responseTimeout": _number(s.response_timeout),
-            "startupTimeout": int(STARTUP_TIMEOUT),
+            "startupTimeout": _number(s.startup_timeout),
             "maxRetryTimeoutInSec": MAX_RETRY_TIMEOUT,
             "clientTimeoutInMills": 0,
             "parallelType": "",

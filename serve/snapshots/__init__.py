@@ -210,7 +210,7 @@ def _version(
         "batchSize": s.batch_size,
         "maxBatchDelay": s.max_batch_delay,
         "responseTimeout": whole_number(s.response_timeout),
-        "startupTimeout": int(STARTUP_TIMEOUT),
+        "startupTimeout": whole_number(s.startup_timeout),
         "runtimeType": "python",
     }
     fields_.update(split_fields(version.name, version.version))

@@ -3,7 +3,10 @@
 Scaling up starts threads on the least-used configured device (round-robin from the first);
 scaling down retires the newest executors, each after its current batch, never mid-batch.
 A load failure is logged with its traceback and retried with backoff while the pool still
-wants the worker; a stuck executor (past the response timeout) is replaced on its device.
+wants the worker; so is a load that outlives the startup timeout (TorchServe's
+`startupTimeout`): its thread cannot be killed, so it is abandoned and exits without serving
+once `initialize` returns. A stuck executor (past the response timeout) is replaced on its
+device.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ logger = logging.getLogger(__name__)
 
 _worker_ids = itertools.count(9000)
 RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+# TorchServe's two log lines for a load past startupTimeout (WorkerThread: the message, then
+# the exception's first line), which its own tests read from the server's output
+STARTUP_TIMEOUT_ERROR = (
+    "org.pytorch.serve.wlm.WorkerInitializationException: "
+    "Backend worker did not respond in given time"
+)
 
 
 class Scheduler(Protocol):
@@ -57,8 +66,10 @@ class Pool:
         batcher: Scheduler,
         budget: ThreadBudget,
         label: str,
+        startup_timeout: float,
     ) -> None:
         self._spec_for = spec_for
+        self._startup_timeout = startup_timeout
         self._devices = list(devices)
         self._batcher = batcher
         self._budget = budget
@@ -69,6 +80,7 @@ class Pool:
         self.last_error: str | None = None
         self._failures = 0
         self._retry: asyncio.TimerHandle | None = None
+        self._load_timers: dict[Executor, asyncio.TimerHandle] = {}
         self._changed = asyncio.Event()
         self._closing = False
 
@@ -110,8 +122,43 @@ class Pool:
         self.executors.append(executor)
         self._batcher.capacity += 1
         self._budget.add()
+        self._load_timers[executor] = self._loop.call_later(
+            self._startup_timeout, self._load_timed_out, executor
+        )
         executor.start()
         return executor
+
+    def _load_timed_out(self, executor: Executor) -> None:
+        """Past the startup timeout and still loading: abandon it, count a failed load."""
+        self._load_timers.pop(executor, None)
+        if executor.state != "LOADING" or executor not in self.executors:
+            return
+        logger.error(
+            "%s: executor %s: Backend worker error (startupTimeout %gs)\n%s",
+            self._label,
+            executor.id,
+            self._startup_timeout,
+            STARTUP_TIMEOUT_ERROR,
+        )
+        executor.state = "FAILED"
+        self.executors.remove(executor)
+        self._budget.remove()
+        if not executor.retiring:
+            self._batcher.capacity -= 1
+        executor.retiring = True
+        executor.stop()  # queued first: once initialize returns, the thread exits unserved
+        self._failures += 1
+        self.last_error = (
+            "WorkerInitializationException: Backend worker did not respond in given time"
+        )
+        self._schedule_retry()
+        if self._batcher.capacity <= 0:
+            self._batcher.fail_all(
+                ServiceUnavailable(
+                    f"{self._label} has no worker: loading failed: {self.last_error}"
+                )
+            )
+        self._changed.set()
 
     def _retire(self, executor: Executor) -> None:
         executor.retiring = True
@@ -126,6 +173,16 @@ class Pool:
     # --- callbacks from executor threads (on the loop) ---------------------------------------
 
     def _loaded(self, executor: Executor, error: BaseException | None) -> None:
+        timer = self._load_timers.pop(executor, None)
+        if timer is not None:
+            timer.cancel()
+        if executor not in self.executors:  # abandoned past the startup timeout
+            logger.warning(
+                "%s: executor %s finished loading after its startup timeout; it exits unused",
+                self._label,
+                executor.id,
+            )
+            return
         if error is not None:
             executor.state = "FAILED"
             self._failures += 1
@@ -236,6 +293,9 @@ class Pool:
         self._closing = True
         if self._retry is not None:
             self._retry.cancel()
+        for timer in self._load_timers.values():
+            timer.cancel()
+        self._load_timers.clear()
         self.target = 0
         for executor in self.live:
             self._retire(executor)
