@@ -66,6 +66,11 @@ class Server:
         self.log_path = self.root / "server.log"
 
     @property
+    def store(self) -> Path:
+        """The model store it serves."""
+        return Path(self.config["model_store"])
+
+    @property
     def inference(self) -> str:
         return "http://" + str(self.config["inference_address"])
 
@@ -270,6 +275,7 @@ class ServerFactory:
         /,
         *,
         load: Sequence[str] | None = None,
+        root: Path | None = None,
         store: Path | None = None,
         expect_errors: bool = False,
         ready: bool = True,
@@ -279,14 +285,16 @@ class ServerFactory:
     ) -> Server:
         """A started server serving `models` (folder name: handler source or spec).
 
-        `load` names what it loads at start (default: all of `models`); `config` overrides
-        server_config's keys (serve.yaml's `models:` too: the first argument is
+        `load` names what it loads at start (default: all of `models`); `root` is its working
+        folder (default: a fresh one), `store` its model store (default: root/store); `config`
+        overrides server_config's keys (serve.yaml's `models:` too: the first argument is
         positional-only); `expect_errors`: the test expects a traceback in the log.
         """
-        root = Path(tempfile.mkdtemp(prefix="server-", dir=self.root))
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="server-", dir=self.root))
         if store is None:
             store = root / "store"
-            store.mkdir()
+            store.mkdir(parents=True, exist_ok=True)
         for folder, spec in (models or {}).items():
             spec = spec if isinstance(spec, HandlerSpec) else HandlerSpec(spec)
             model_folder(

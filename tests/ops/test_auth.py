@@ -25,18 +25,13 @@ import pytest
 import yaml
 
 from tests.helpers import handlers as src
+from tests.helpers.clients import keys
 from tests.helpers.grpc_stubs import grpcio_stubs
-from tests.helpers.server import REPO, Server, model_folder, server_config
+from tests.helpers.server import REPO, Server, ServerFactory, finish, model_folder, server_config
 
 KEY_FILE = "key_file.json"
 KEY = re.compile(r"^[A-Za-z0-9_-]{8}$")
 WRONG = "Bearer AAAAAAAA"
-
-
-def keys(server: Server) -> dict[str, str]:
-    """The current keys, as a user reads them from the key file."""
-    data = json.loads((server.root / KEY_FILE).read_text())
-    return {kind: data[kind]["key"] for kind in ("management", "inference", "API")}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -71,29 +66,28 @@ def assert_refused(method: str, url: str, headers: dict[str, str] | None, key: s
     assert f"takes the {key} key" in body["message"]
 
 
-def _start(root: Path, *args: str, **config: Any) -> Server:
-    store = root / "store"
-    store.mkdir(exist_ok=True)
-    if not (store / "echo").exists():
-        model_folder(store, "echo", src.ECHO)
-    server = Server(root, server_config(store, load_models=["echo"], **config))
-    server.start(*args)
-    server.wait_ready()
-    return server
+def _start(make: ServerFactory, root: Path, *args: str, **config: Any) -> Server:
+    """A server in `root` (where its key file goes) with `echo` loaded."""
+    return make({"echo": src.ECHO}, root=root, args=args, **config)
 
 
 SEEN: set[str] = set()  # every key a test saw: none may appear in the server log
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """Token auth on (as by default), the model API on, `echo` loaded."""
     server = _start(
-        tmp_path_factory.mktemp("auth"), disable_token_authorization=False, enable_model_api=True
+        make_module_server,
+        tmp_path_factory.mktemp("auth"),
+        disable_token_authorization=False,
+        enable_model_api=True,
     )
     SEEN.update(keys(server).values())
     yield server
-    assert server.stop() == 0, server.log()
+    finish(server)
     log = server.log()
     SEEN.update(keys(server).values())
     assert SEEN
@@ -360,9 +354,11 @@ def _key_file(root: Path, expired: set[str]) -> dict[str, str]:
     return values
 
 
-def test_existing_key_file_is_reused_and_expired_keys_are_refused(tmp_path: Path, pb: Any) -> None:
+def test_existing_key_file_is_reused_and_expired_keys_are_refused(
+    make_server: ServerFactory, tmp_path: Path, pb: Any
+) -> None:
     given = _key_file(tmp_path, expired={"inference"})
-    server = _start(tmp_path, disable_token_authorization=False)
+    server = _start(make_server, tmp_path, disable_token_authorization=False)
     try:
         assert keys(server) == given  # TorchServe's keys kept, not replaced
         assert "keys read from" in server.log()
@@ -384,7 +380,7 @@ def test_existing_key_file_is_reused_and_expired_keys_are_refused(tmp_path: Path
         status, _, _ = call("POST", url, bearer(renewed))
         assert status == 200
     finally:
-        assert server.stop() == 0
+        finish(server)
     log = server.log()
     assert not [key for key in (*given.values(), renewed) if key in log]
 
@@ -433,23 +429,24 @@ def test_new_config_keys_are_validated(
     assert fragment in result.stderr
 
 
-def test_disable_token_auth_flag_opens_every_api(tmp_path: Path, pb: Any) -> None:
-    server = _start(tmp_path, "--disable-token-auth", disable_token_authorization=False)
-    try:
-        assert not (tmp_path / KEY_FILE).exists()
-        assert "Token authorization is off" in server.log()
-        status, _, _ = call("POST", server.inference + "/predictions/echo")
-        assert status == 200
-        status, _, _ = call("GET", server.management + "/models")
-        assert status == 200
-        status, body, _ = call("GET", server.management + "/token?type=inference")
-        assert status == 404
-        assert "disabled" in body["message"]
-        with grpc.insecure_channel(server.grpc_management) as channel:
-            stub = pb["management_pb2_grpc"].ManagementAPIsServiceStub(channel)
-            assert json.loads(stub.ListModels(pb["management_pb2"].ListModelsRequest()).msg)
-    finally:
-        assert server.stop() == 0
+def test_disable_token_auth_flag_opens_every_api(
+    make_server: ServerFactory, tmp_path: Path, pb: Any
+) -> None:
+    server = _start(
+        make_server, tmp_path, "--disable-token-auth", disable_token_authorization=False
+    )
+    assert not (tmp_path / KEY_FILE).exists()
+    assert "Token authorization is off" in server.log()
+    status, _, _ = call("POST", server.inference + "/predictions/echo")
+    assert status == 200
+    status, _, _ = call("GET", server.management + "/models")
+    assert status == 200
+    status, body, _ = call("GET", server.management + "/token?type=inference")
+    assert status == 404
+    assert "disabled" in body["message"]
+    with grpc.insecure_channel(server.grpc_management) as channel:
+        stub = pb["management_pb2_grpc"].ManagementAPIsServiceStub(channel)
+        assert json.loads(stub.ListModels(pb["management_pb2"].ListModelsRequest()).msg)
 
 
 def test_an_app_with_a_route_outside_the_guard_refuses_to_start(tmp_path: Path) -> None:
@@ -486,40 +483,38 @@ def test_an_app_with_a_route_outside_the_guard_refuses_to_start(tmp_path: Path) 
     asyncio.run(main())
 
 
-def test_one_shared_port_keeps_each_apis_key(tmp_path: Path) -> None:
+def test_one_shared_port_keeps_each_apis_key(make_server: ServerFactory, tmp_path: Path) -> None:
     """Inference and management on one address: each route still takes its own API's key."""
     port = server_config(tmp_path)["inference_address"]
     server = _start(
+        make_server,
         tmp_path,
         disable_token_authorization=False,
         inference_address=port,
         management_address=port,
     )
-    try:
-        current = keys(server)
-        base = server.inference
-        for method, path, kind in (
-            ("POST", "/predictions/echo", "inference"),
-            ("POST", "/models/echo/invoke", "inference"),
-            ("GET", "/models", "management"),
-            ("GET", "/models/echo", "management"),
-            ("GET", "/token?type=inference", "API"),
-        ):
-            others = [k for k in ("inference", "management", "API") if k != kind]
-            for other in others:
-                assert_refused(method, base + path, bearer(current[other]), kind)
-            status, body, _ = call(method, base + path, bearer(current[kind]))
-            assert status == 200, (path, body)
-            current = keys(server)  # /token renewed the inference key
-        # a path neither API serves takes either key (and tells nothing without one)
-        assert_refused("GET", base + "/no/such", None, "inference or management")
-        for kind in ("inference", "management"):
-            status, _, _ = call("GET", base + "/no/such", bearer(current[kind]))
-            assert status == 404
-        status, _, _ = call("GET", base + "/ping")
-        assert status == 200
-    finally:
-        assert server.stop() == 0
+    current = keys(server)
+    base = server.inference
+    for method, path, kind in (
+        ("POST", "/predictions/echo", "inference"),
+        ("POST", "/models/echo/invoke", "inference"),
+        ("GET", "/models", "management"),
+        ("GET", "/models/echo", "management"),
+        ("GET", "/token?type=inference", "API"),
+    ):
+        others = [k for k in ("inference", "management", "API") if k != kind]
+        for other in others:
+            assert_refused(method, base + path, bearer(current[other]), kind)
+        status, body, _ = call(method, base + path, bearer(current[kind]))
+        assert status == 200, (path, body)
+        current = keys(server)  # /token renewed the inference key
+    # a path neither API serves takes either key (and tells nothing without one)
+    assert_refused("GET", base + "/no/such", None, "inference or management")
+    for kind in ("inference", "management"):
+        status, _, _ = call("GET", base + "/no/such", bearer(current[kind]))
+        assert status == 404
+    status, _, _ = call("GET", base + "/ping")
+    assert status == 200
 
 
 def test_config_properties_sets_the_key_lifetime(tmp_path: Path) -> None:
@@ -545,4 +540,4 @@ def test_config_properties_sets_the_key_lifetime(tmp_path: Path) -> None:
         assert 4 * 60 < (expires - datetime.now(UTC)).total_seconds() <= 5 * 60
         assert_refused("GET", server.management + "/models", None, "management")
     finally:
-        assert server.stop() == 0
+        finish(server)

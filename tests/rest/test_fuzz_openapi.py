@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.helpers import handlers as src
-from tests.helpers.clients import http
+from tests.helpers.clients import http, keys
 from tests.helpers.server import Server, model_folder, server_config
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
@@ -146,12 +146,6 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     code = server.stop()
     assert code == 0, f"server exited with {code}:\n{server.log()}"
     assert "Unhandled error" not in server.log(), server.log()
-
-
-def keys(server: Server) -> dict[str, str]:
-    """The current keys, as a user reads them from key_file.json."""
-    data = json.loads((server.root / "key_file.json").read_text())
-    return {kind: data[kind]["key"] for kind in ("management", "inference", "API")}
 
 
 def bearer(server: Server, kind: str) -> dict[str, str]:

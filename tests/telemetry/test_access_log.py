@@ -22,6 +22,7 @@ import pytest
 
 from serve.telemetry.access_log import AccessLog
 from tests.helpers import handlers as src
+from tests.helpers.clients import keys
 from tests.helpers.grpc_stubs import grpcio_stubs
 from tests.helpers.server import Server, model_folder, server_config
 
@@ -76,11 +77,6 @@ def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition did not hold in time"
         time.sleep(0.02)
-
-
-def keys(server: Server) -> dict[str, str]:
-    data = json.loads((server.root / "key_file.json").read_text())
-    return {kind: data[kind]["key"] for kind in ("management", "inference", "API")}
 
 
 @pytest.fixture(scope="module")
