@@ -13,7 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,7 +23,7 @@ from serve.telemetry.access_log import AccessLog
 from tests.helpers import handlers as src
 from tests.helpers.clients import keys
 from tests.helpers.grpc_stubs import grpcio_stubs
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import Server, ServerFactory, finish
 
 TEXT = re.compile(
     r"serve\.access: (?P<client>\S+) \"(?P<method>\S+) (?P<path>\S+)\" (?P<status>\S+) "
@@ -126,24 +125,17 @@ def _traffic(server: Server, pb: dict[str, ModuleType]) -> dict[str, Any]:
     return seen
 
 
-def _server(root: Path, **config: Any) -> Server:
-    store = root / "store"
-    model_folder(store, "echo", src.ECHO)
-    server = Server(
-        root,
-        server_config(store, load_models=["echo"], disable_token_authorization=False, **config),
-    )
-    server.start()
-    server.wait_ready()
-    return server
+def _server(make: ServerFactory, **config: Any) -> Server:
+    """A server with token auth on and `echo` loaded."""
+    return make({"echo": src.ECHO}, disable_token_authorization=False, **config)
 
 
-def test_text_lines_for_rest_and_grpc_without_keys(tmp_path: Path, pb: Any) -> None:
-    server = _server(tmp_path)
+def test_text_lines_for_rest_and_grpc_without_keys(make_server: ServerFactory, pb: Any) -> None:
+    server = _server(make_server)
     try:
         seen = _traffic(server, pb)
     finally:
-        assert server.stop() == 0
+        finish(server)
     log = server.log()
     lines = text_lines(log)
     by_path: dict[tuple[str, str], list[Line]] = {}
@@ -178,12 +170,12 @@ def test_text_lines_for_rest_and_grpc_without_keys(tmp_path: Path, pb: Any) -> N
     assert "Bearer" not in log
 
 
-def test_json_lines(tmp_path: Path, pb: Any) -> None:
-    server = _server(tmp_path, access_log_format="json")
+def test_json_lines(make_server: ServerFactory, pb: Any) -> None:
+    server = _server(make_server, access_log_format="json")
     try:
         seen = _traffic(server, pb)
     finally:
-        assert server.stop() == 0
+        finish(server)
     log = server.log()
     lines = json_lines(log)
     assert "serve.access:" not in log  # JSON lines only, one object per line
@@ -205,23 +197,25 @@ def test_json_lines(tmp_path: Path, pb: Any) -> None:
     assert not [key for key in seen["keys"].values() if key in log]
 
 
-def test_access_log_off(tmp_path: Path, pb: Any) -> None:
-    server = _server(tmp_path, access_log=False)
+def test_access_log_off(make_server: ServerFactory, pb: Any) -> None:
+    server = _server(make_server, access_log=False)
     try:
         _traffic(server, pb)
     finally:
-        assert server.stop() == 0
+        finish(server)
     log = server.log()
     assert "serve.access" not in log
     assert not json_lines(log)
     assert "Server stopped" in log
 
 
-def test_every_line_of_a_burst_is_written_while_serving_and_at_stop(tmp_path: Path) -> None:
+def test_every_line_of_a_burst_is_written_while_serving_and_at_stop(
+    make_server: ServerFactory,
+) -> None:
     """Concurrent requests from many threads: each gets its one line (the writer gathers lines
     in windows; none is lost between windows or at stop), and lines reach the log while the
     server still runs, not only when it stops."""
-    server = _server(tmp_path)
+    server = _server(make_server)
     infer = {"Authorization": f"Bearer {keys(server)['inference']}"}
     url = server.inference + "/predictions/echo"
     try:
@@ -237,7 +231,7 @@ def test_every_line_of_a_burst_is_written_while_serving_and_at_stop(tmp_path: Pa
             statuses = list(pool.map(one, range(300)))
         assert statuses == [200] * 300
     finally:
-        assert server.stop() == 0
+        finish(server)
     ids = [line.request_id for line in text_lines(server.log())]
     assert sorted(i for i in ids if i.startswith("burst-") and i != "burst-first") == sorted(
         f"burst-{i}" for i in range(300)
