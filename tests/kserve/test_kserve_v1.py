@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers.clients import http, metric_samples, poll
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.clients import call_json, http, metric, poll
+from tests.helpers.server import Server, ServerFactory
 
 EXECUTIONS = "serve_executions_total"
+JSON = {"Content-Type": "application/json"}
 
 INSTANCES = """
     import os
@@ -48,41 +48,25 @@ SHORT = """
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("v1")
-    store = root / "store"
-    store.mkdir()
-    model_folder(store, "batched", INSTANCES)
-    model_folder(store, "single", INSTANCES)
-    model_folder(store, "short", SHORT)
-    (store / "single.gate").touch()
-    config = server_config(
-        store,
-        load_models=["batched", "single", "short"],
+def server(make_module_server: ServerFactory) -> Server:
+    server = make_module_server(
+        {"batched": INSTANCES, "single": INSTANCES, "short": SHORT},
         max_request_size=4096,
         models={
             "batched": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}},
             "single": {"1.0": {"batch_size": 1}},
         },
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    (server.store / "single.gate").touch()
+    return server
 
 
 def post(server: Server, path: str, body: Any) -> tuple[int, Any]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    status, reply = http(
-        "POST", server.inference + path, raw, headers={"Content-Type": "application/json"}
-    )
-    return status, json.loads(reply)
+    return call_json("POST", server.inference + path, body, headers=JSON)
 
 
 def counter(server: Server, name: str, model: str) -> float:
-    key = (("model_name", model), ("model_version", "1.0"))
-    return metric_samples(server, name).get(key, 0.0)
+    return metric(server, name, model_name=model, model_version="1.0")
 
 
 def pending(server: Server, model: str) -> int:

@@ -8,18 +8,17 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers.clients import http
+from tests.helpers.clients import call_json, http
 from tests.helpers.handlers import TS_DOUBLER
-from tests.helpers.server import Server, server_config
+from tests.helpers.server import Server, ServerFactory
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Server:
     root = tmp_path_factory.mktemp("archive")
     store = root / "store"
     store.mkdir()
@@ -33,21 +32,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
-    config = server_config(
-        store,
-        load_models=["doubler.mar"],
+    return make_module_server(
+        root=root,
+        store=store,
+        load=["doubler.mar"],
         models={"doubler": {"1.0": {"batch_size": 4, "max_batch_delay": 50}}},
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
 
 
 def post(server: Server, path: str, body: Any) -> tuple[int, Any]:
-    status, reply = http("POST", server.inference + path, json.dumps(body).encode())
-    return status, json.loads(reply)
+    return call_json("POST", server.inference + path, json.dumps(body).encode())
 
 
 def test_v1_instances_are_the_handlers_batch(server: Server) -> None:
