@@ -56,10 +56,8 @@ def make_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The shared server: model API enabled, the test models loaded."""
     factory = ServerFactory(tmp_path_factory.mktemp("shared"))
-    # its "failing" model raises on purpose: the handler's traceback is logged
     yield factory(
         SHARED_MODELS,
-        expect_errors=True,
         enable_model_api=True,
         models={
             "echo": {"1.0": {"batch_size": 8, "max_batch_delay": 200}},

@@ -25,12 +25,13 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from serve.grpc.gen.org.pytorch.serve.grpc import management as pbm
-from tests.helpers.clients import http, metric_samples, run
+from tests.helpers.clients import http, run
 from tests.helpers.server import (
-    MAX_LOOP_LAG,
+    HandlerSpec,
     Server,
+    ServerFactory,
+    finish,
     free_port,
-    model_folder,
     run_serve,
     server_config,
 )
@@ -144,7 +145,9 @@ def origin() -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Server]:
+def server(
+    make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory, origin: Origin
+) -> Server:
     """Model API on; only the origin's allowed folders and one local folder are allowed."""
     root = tmp_path_factory.mktemp("urls")
     (root / "store").mkdir()
@@ -155,23 +158,17 @@ def server(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator
         rf"{base}/(models|big|chunked|stall|redirect|hop)/.*",
         rf"file://{root}/allowed/.*",
     ]
-    config = server_config(
-        root / "store",
+    return make_module_server(
+        root=root,
         enable_model_api=True,
         allowed_urls=allowed,
         max_download_size=LIMIT,
         download_timeout=WAIT,
     )
-    server = Server(root, config)
-    server.start()
-    yield server
-    lag = max(metric_samples(server, "serve_event_loop_lag_max_seconds").values())
-    assert lag < MAX_LOOP_LAG, f"the event loop was blocked for {lag:.3f}s"
-    assert server.stop() == 0, server.log()
 
 
 def store_of(server: Server) -> Path:
-    return Path(server.config["model_store"])
+    return server.store
 
 
 def register(server: Server, url: str, extra: str = "") -> tuple[int, dict[str, Any]]:
@@ -371,22 +368,17 @@ def test_a_failed_registration_removes_its_download(server: Server, origin: Orig
         (store_of(server) / "kept.mar").unlink()
 
 
-def test_default_allowed_urls_warn_and_archive_workers_win(tmp_path: Path) -> None:
+def test_default_allowed_urls_warn_and_archive_workers_win(make_server: ServerFactory) -> None:
     """TorchServe's permissive default is logged; model-config minWorkers beats the request."""
-    store = tmp_path / "store"
-    model_folder(store, "pair", HANDLER, model_config={"minWorkers": 2, "maxWorkers": 2})
-    server = Server(tmp_path, server_config(store, enable_model_api=True))
-    server.start()
-    try:
-        assert "allowed_urls is the permissive default" in server.log()
-        status, body = register(server, "pair")
-        assert status == 200, body
-        assert "registered with 2 initial workers" in body["status"]
-        described = json.loads(http("GET", f"{server.management}/models/pair")[1])[0]
-        assert (described["minWorkers"], described["maxWorkers"]) == (2, 2)
-        assert len(described["workers"]) == 2
-    finally:
-        assert server.stop() == 0, server.log()
+    pair = HandlerSpec(HANDLER, model_config={"minWorkers": 2, "maxWorkers": 2})
+    server = make_server({"pair": pair}, load=[], enable_model_api=True)
+    assert "allowed_urls is the permissive default" in server.log()
+    status, body = register(server, "pair")
+    assert status == 200, body
+    assert "registered with 2 initial workers" in body["status"]
+    described = json.loads(http("GET", f"{server.management}/models/pair")[1])[0]
+    assert (described["minWorkers"], described["maxWorkers"]) == (2, 2)
+    assert len(described["workers"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -421,7 +413,7 @@ def test_a_downloaded_archive_is_restored_from_the_store_after_a_restart(
     try:
         assert register(server, f"{origin.base}/models/good.mar")[0] == 200
     finally:
-        assert server.stop() == 0, server.log()
+        finish(server)
     config["allowed_urls"] = ["https://nowhere\\.invalid/.*"]  # no download can happen now
     restarted = Server(tmp_path, config)
     restarted.start()
@@ -431,4 +423,4 @@ def test_a_downloaded_archive_is_restored_from_the_store_after_a_restart(
         assert (status, answer) == (200, b"hello from good")
         assert (store / "good.mar").read_bytes() == origin.files["good.mar"]
     finally:
-        assert restarted.stop() == 0, restarted.log()
+        finish(restarted)
