@@ -31,33 +31,34 @@ from serve.grpc.transport import prediction_bytes
 from serve.models.registry import Registry
 from serve.telemetry.metrics import ServerMetrics
 from serve.workers.intraop import ThreadBudget
-from tests.helpers.clients import http, metric_samples
+from tests.helpers.clients import http, metric_samples, wait_until
 from tests.helpers.grpc_stubs import LOADED, MODELS, build_store, grpcio_stubs
-from tests.helpers.server import Server, server_config
+from tests.helpers.server import Server, ServerFactory, assert_loop_lag
 
-MAX_LOOP_LAG = 0.25
 # what an unknown model gets while the startup models alone are registered
 NOPE = f"Model not found: nope (registered: {', '.join(sorted(LOADED))})"
 
 
-def _start(root: Path, **config: Any) -> Server:
+def _start(make: ServerFactory, root: Path, *, load: list[str], **config: Any) -> Server:
+    """A server in `root` serving the gRPC test store (tests/helpers/grpc_stubs.py)."""
     store = root / "store"
     store.mkdir()
     build_store(store)
-    server = Server(root, server_config(store, **config))
-    server.start()
-    server.wait_ready()
-    return server
+    return make(root=root, store=store, load=load, **config)
 
 
 @pytest.fixture(scope="module")
-def grpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def grpc_server(
+    make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Server:
     """A server with the model API on, the test models loaded and `spare` in its store."""
-    server = _start(
-        tmp_path_factory.mktemp("grpc"), enable_model_api=True, load_models=LOADED, models=MODELS
+    return _start(
+        make_module_server,
+        tmp_path_factory.mktemp("grpc"),
+        load=LOADED,
+        enable_model_api=True,
+        models=MODELS,
     )
-    yield server
-    assert server.stop() == 0, server.log()
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +83,7 @@ def manage(grpc_server: Server, pb: dict[str, ModuleType]) -> Iterator[Any]:
 def grpc_loop_guard(grpc_server: Server) -> Iterator[None]:
     """Fail a test if the server's event loop was blocked while it ran."""
     yield
-    worst = max(
-        metric_samples(grpc_server, "serve_event_loop_lag_max_seconds").values(), default=0.0
-    )
-    assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
+    assert_loop_lag(grpc_server)
 
 
 def _request(pb: dict[str, ModuleType], model: str, **inputs: bytes) -> Any:
@@ -441,12 +439,7 @@ def test_register_refuses_bad_parameters(manage: Any, pb: Any) -> None:
 
 
 def _wait_ready(server: Server, model: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if http("GET", f"{server.inference}/ready/{model}")[0] == 200:
-            return
-        time.sleep(0.05)  # polling an endpoint for readiness, not synchronising on time
-    raise AssertionError(f"{model} not ready in {timeout}s")
+    wait_until(lambda: http("GET", f"{server.inference}/ready/{model}")[0] == 200, timeout)
 
 
 # --- the servers themselves ----------------------------------------------------------------
@@ -484,9 +477,9 @@ def test_servers_bind_port_zero_and_a_taken_port_is_a_config_error() -> None:
 
 
 def test_locked_server_refuses_the_model_api_and_big_messages_then_drains_on_sigterm(
-    tmp_path: Path, pb: dict[str, ModuleType]
+    make_server: ServerFactory, tmp_path: Path, pb: dict[str, ModuleType]
 ) -> None:
-    server = _start(tmp_path, load_models=["gated"], max_request_size=4096)
+    server = _start(make_server, tmp_path, load=["gated"], max_request_size=4096)
     gate = tmp_path / "store" / "gated.gate"
     try:
         m, i = pb["management_pb2"], pb["inference_pb2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
@@ -152,3 +153,13 @@ async def poll(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"the server did not reach the expected state in {timeout}s")
         await asyncio.sleep(0.01)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """`poll` for synchronous code: re-check `condition` (it asks the server or reads its log)
+    until it holds; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server did not reach the expected state in {timeout}s")
+        time.sleep(0.02)
