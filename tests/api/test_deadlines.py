@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.helpers.clients import metric_samples, poll, run
 from tests.helpers.grpc_stubs import grpcio_stubs
-from tests.helpers.server import Server, model_folder, run_serve, server_config
+from tests.helpers.server import Server, ServerFactory, run_serve
 
 COUNTED = """
     import os
@@ -89,26 +88,14 @@ class Gated:
         self.gate.touch()
 
 
-def _start(root: Path, **config: Any) -> Server:
-    store = root / "store"
-    for model in MODELS:
-        model_folder(store, model, STREAMED if model == "streamed" else COUNTED)
-    server = Server(
-        root,
-        server_config(
-            store, load_models=list(MODELS), models=MODELS, adaptive_batching=False, **config
-        ),
-    )
-    server.start()
-    server.wait_ready()
-    return server
+def _start(make: ServerFactory, **config: Any) -> Server:
+    models = {model: STREAMED if model == "streamed" else COUNTED for model in MODELS}
+    return make(models, models=MODELS, adaptive_batching=False, **config)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = _start(tmp_path_factory.mktemp("deadlines"))
-    yield server
-    assert server.stop() == 0, server.log()
+def server(make_module_server: ServerFactory) -> Server:
+    return _start(make_module_server)
 
 
 def passed(server: Server, model: str, stage: str) -> float:
@@ -245,34 +232,31 @@ def test_a_grpc_deadline_in_the_queue_is_deadline_exceeded_and_never_runs(
     assert model.calls() == ["first"], "the expired gRPC request reached the handler"
 
 
-def test_max_request_time_bounds_every_request(tmp_path: Path) -> None:
-    server = _start(tmp_path, max_request_time=0.5)
-    try:
-        model = Gated(server, "counted")
+def test_max_request_time_bounds_every_request(make_server: ServerFactory) -> None:
+    server = _start(make_server, max_request_time=0.5)
+    model = Gated(server, "counted")
 
-        async def main() -> None:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-                # no header: the server's bound; it passes while the handler runs
-                status, body = await _post(s, model.url, "first")
-                assert status == 504, body
-                assert "500 ms (the server's max_request_time)" in body["message"]
-                assert "running" in body["message"]
-                # a longer header does not lift the server's bound; a shorter one wins
-                status, body = await _post(s, model.url, "second", timeout_ms="60000")
-                assert status == 504, body
-                assert "500 ms (the server's max_request_time)" in body["message"]
-                assert "queued" in body["message"]
-                status, body = await _post(s, model.url, "third", timeout_ms="100")
-                assert status == 504
-                assert "100 ms (the X-Request-Timeout header)" in body["message"]
-            model.open()
+    async def main() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            # no header: the server's bound; it passes while the handler runs
+            status, body = await _post(s, model.url, "first")
+            assert status == 504, body
+            assert "500 ms (the server's max_request_time)" in body["message"]
+            assert "running" in body["message"]
+            # a longer header does not lift the server's bound; a shorter one wins
+            status, body = await _post(s, model.url, "second", timeout_ms="60000")
+            assert status == 504, body
+            assert "500 ms (the server's max_request_time)" in body["message"]
+            assert "queued" in body["message"]
+            status, body = await _post(s, model.url, "third", timeout_ms="100")
+            assert status == 504
+            assert "100 ms (the X-Request-Timeout header)" in body["message"]
+        model.open()
 
-        run(main())
-        assert model.calls() == ["first"]
-        assert passed(server, "counted", "running") == 1
-        assert passed(server, "counted", "queued") == 2
-    finally:
-        assert server.stop() == 0, server.log()
+    run(main())
+    assert model.calls() == ["first"]
+    assert passed(server, "counted", "running") == 1
+    assert passed(server, "counted", "queued") == 2
 
 
 @pytest.mark.parametrize(("value", "fragment"), [(0, "greater than 0"), ("soon", "seconds")])
