@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -18,11 +17,18 @@ import grpc
 import pytest
 
 from serve.routing.split import Split
-from tests.helpers.clients import http, metric_samples
+from tests.helpers.clients import call_json, http, metric, wait_until
 from tests.helpers.grpc_stubs import grpcio_stubs
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import (
+    MAX_LOOP_LAG,
+    HandlerSpec,
+    Server,
+    ServerFactory,
+    loop_lag,
+    model_folder,
+    server_config,
+)
 
-MAX_LOOP_LAG = 0.25
 KEYS = [f"user-{i}" for i in range(1000)]
 Z_999 = 3.29  # two-sided 99.9% normal quantile
 
@@ -60,33 +66,30 @@ AB = """
 BATCHING = {"batch_size": 32, "max_batch_delay": 5}
 
 
-def _model(store: Path, name: str, version: str, mode: str = "tagged") -> None:
-    folder = f"{name}-{version}"
-    model_folder(store, folder, AB.format(version=version, mode=mode), name=name, version=version)
+def _model(name: str, version: str, mode: str = "tagged") -> HandlerSpec:
+    return HandlerSpec(AB.format(version=version, mode=mode), name=name, version=version)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("ab")
-    store = root / "store"
-    store.mkdir()
-    for name, version, mode in [
-        ("ab", "1.0", "tagged"),
-        ("ab", "2.0", "tagged"),
-        ("ab", "3.0", "tagged"),
-        ("sticky", "1.0", "tagged"),
-        ("sticky", "2.0", "tagged"),
-        ("mirror", "1.0", "plain"),
-        ("mirror", "2.0", "plain"),
-        ("mirror", "3.0", "plain"),
-        ("blocked", "1.0", "plain"),
-        ("blocked", "2.0", "gated"),
-    ]:
-        _model(store, name, version, mode)
-    config = server_config(
-        store,
-        enable_model_api=True,
-        load_models=[
+def server(make_module_server: ServerFactory) -> Iterator[Server]:
+    models = {
+        f"{name}-{version}": _model(name, version, mode)
+        for name, version, mode in [
+            ("ab", "1.0", "tagged"),
+            ("ab", "2.0", "tagged"),
+            ("ab", "3.0", "tagged"),
+            ("sticky", "1.0", "tagged"),
+            ("sticky", "2.0", "tagged"),
+            ("mirror", "1.0", "plain"),
+            ("mirror", "2.0", "plain"),
+            ("mirror", "3.0", "plain"),
+            ("blocked", "1.0", "plain"),
+            ("blocked", "2.0", "gated"),
+        ]
+    }
+    server = make_module_server(
+        models,
+        load=[
             "ab-1.0",
             "ab-2.0",
             "sticky-1.0",
@@ -96,6 +99,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "blocked-1.0",
             "blocked-2.0",
         ],
+        enable_model_api=True,
         models={
             "ab": {"*": BATCHING, "traffic": {"1.0": 75, "2.0": 25}},
             "sticky": {"*": BATCHING},
@@ -103,23 +107,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "blocked": {"*": {**BATCHING, "response_timeout": 600}},
         },
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    try:
-        yield server
-    finally:
-        (store / "blocked-2.0.gate").touch()  # let a stuck shadow finish so the server drains
-    assert server.stop() == 0, server.log()
+    yield server
+    (server.store / "blocked-2.0.gate").touch()  # let a stuck shadow finish so the server drains
 
 
 @pytest.fixture(autouse=True)
 def loop_guard(server: Server) -> Iterator[None]:
     """Fail a test if the server's event loop was blocked while it ran (the metric is the
     worst lag since start: a new worst during this test above the bound is this test's)."""
-    before = max(metric_samples(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
+    before = loop_lag(server)
     yield
-    worst = max(metric_samples(server, "serve_event_loop_lag_max_seconds").values(), default=0.0)
+    worst = loop_lag(server)
     if worst > before:
         assert worst < MAX_LOOP_LAG, f"the event loop was blocked for {worst:.3f}s"
 
@@ -165,17 +163,10 @@ def predict_all(
 
 
 def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = (
-        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    )
-    status, raw = http(method, url, data, headers={"Content-Type": "application/json"})
-    return status, json.loads(raw) if raw else None
+    return call_json(method, url, body, headers={"Content-Type": "application/json"})
 
 
-def sample(server: Server, name: str, **labels: str) -> float:
-    """The value of the one series of `name` with these labels (0 when absent)."""
-    wanted = set(labels.items())
-    return sum(v for k, v in metric_samples(server, name).items() if wanted <= set(k))
+sample = metric  # the value of the series of a metric with these labels (0 when absent)
 
 
 def answered(server: Server, model: str, version: str) -> float:
@@ -185,12 +176,8 @@ def answered(server: Server, model: str, version: str) -> float:
     )
 
 
-def wait_for(condition: Any, timeout: float = 60.0) -> None:
-    """Re-ask the server until `condition()` holds (polling an endpoint, not sleeping on time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the server did not reach the expected state"
-        time.sleep(0.02)
+def wait_for(condition: Callable[[], bool]) -> None:
+    wait_until(condition, timeout=60.0)
 
 
 def bound(n: int, p: float) -> float:
@@ -462,7 +449,7 @@ def test_unregistering_a_weighted_version_removes_it_and_never_leaves_nothing(
 def test_a_split_naming_an_unloaded_version_in_serve_yaml_exits_2(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    _model(store, "ab", "1.0")
+    model_folder(store, "ab-1.0", _model("ab", "1.0").source, name="ab", version="1.0")
     config = server_config(
         store, load_models=["ab-1.0"], models={"ab": {"traffic": {"1.0": 50, "2.0": 50}}}
     )
