@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serve.routing.split import Split
 from tests.helpers.clients import http, metric_samples, poll, run
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import HandlerSpec, Server, ServerFactory
 
 # "tagged" answers its version number for every entry; "echo" answers its inputs; "gated"
 # records every entry in <store>/<model>.calls, then waits for <store>/<model>.gate.
@@ -58,38 +58,29 @@ ROUTING = "X-Routing-Key"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("doors")
-    store = root / "store"
-    store.mkdir()
-    for name, version, mode in [
-        ("ab", "1.0", "tagged"),
-        ("ab", "2.0", "tagged"),
-        ("mirror", "1.0", "echo"),
-        ("mirror", "2.0", "echo"),
-        ("gated", "1.0", "gated"),
-    ]:
-        folder = f"{name}-{version}"
-        model_folder(
-            store, folder, DOOR.format(version=version, mode=mode), name=name, version=version
+def server(make_module_server: ServerFactory) -> Iterator[Server]:
+    models = {
+        f"{name}-{version}": HandlerSpec(
+            DOOR.format(version=version, mode=mode), name=name, version=version
         )
-    config = server_config(
-        store,
-        load_models=["ab-1.0", "ab-2.0", "mirror-1.0", "mirror-2.0", "gated-1.0"],
+        for name, version, mode in [
+            ("ab", "1.0", "tagged"),
+            ("ab", "2.0", "tagged"),
+            ("mirror", "1.0", "echo"),
+            ("mirror", "2.0", "echo"),
+            ("gated", "1.0", "gated"),
+        ]
+    }
+    server = make_module_server(
+        models,
         models={
             "ab": {"*": {"batch_size": 8, "max_batch_delay": 5}, "traffic": SPLIT},
             "mirror": {"*": {"batch_size": 8, "max_batch_delay": 5}},
             "gated": {"1.0": {"batch_size": 1, "max_workers": 1}},
         },
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    try:
-        yield server
-    finally:
-        (store / "gated.gate").touch()  # let a held request finish so the server drains
-    assert server.stop() == 0, server.log()
+    yield server
+    (server.store / "gated.gate").touch()  # let a held request finish so the server drains
 
 
 def post(
@@ -401,25 +392,15 @@ WITNESS = """
 
 
 @pytest.fixture(scope="module")
-def witness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("witness")
-    store = root / "store"
-    store.mkdir()
-    model_folder(store, "witness", WITNESS, name="witness", version="1.0")
-    config = server_config(
-        store,
-        load_models=["witness"],
+def witness(make_module_server: ServerFactory) -> Server:
+    return make_module_server(
+        {"witness": HandlerSpec(WITNESS, name="witness", version="1.0")},
         models={"witness": {"1.0": {"batch_size": 1, "max_workers": 1}}},
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
 
 
 def _seen(server: Server) -> list[dict[str, Any]]:
-    path = Path(server.config["model_store"]) / "witness.seen"
+    path = server.store / "witness.seen"
     lines = path.read_text().splitlines() if path.exists() else []
     path.unlink(missing_ok=True)
     return [json.loads(line) for line in lines]

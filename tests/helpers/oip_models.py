@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import HandlerSpec, Server, ServerFactory
 
 # A tensor handler declaring its tensors on the class; `rows` tells how many rows the call saw.
 # With a gate file present it waits, so tests can hold the executor and queue a burst.
@@ -136,34 +136,34 @@ VERSION = """
 LOADED = ["scale", "kinds", "sums", "echo", "ver1", "ver2", "onerow"]
 
 
-def start(root: Path, max_request_size: int = 65536) -> Server:
-    """A server with the OIP test models, ready."""
-    store = root / "store"
-    store.mkdir()
-    model_folder(store, "scale", SCALE)
-    model_folder(store, "kinds", KINDS, model_config=KINDS_CONFIG)
-    model_folder(store, "sums", SUMS)
-    model_folder(store, "echo", ECHO)
-    model_folder(store, "onerow", ONE_ROW)
-    model_folder(store, "ver1", VERSION, name="ver", version="1.0")
-    model_folder(store, "ver2", VERSION, name="ver", version="2.0")
-    config = server_config(
-        store,
-        load_models=LOADED,
+def start_with(make: ServerFactory, max_request_size: int = 65536) -> Server:
+    """A server with the OIP test models, ready; `make` stops and checks it."""
+    return make(
+        {
+            "scale": SCALE,
+            "kinds": HandlerSpec(KINDS, model_config=KINDS_CONFIG),
+            "sums": SUMS,
+            "echo": ECHO,
+            "onerow": ONE_ROW,
+            "ver1": HandlerSpec(VERSION, name="ver", version="1.0"),
+            "ver2": HandlerSpec(VERSION, name="ver", version="2.0"),
+        },
+        load=LOADED,
         max_request_size=max_request_size,
         models={
             "scale": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}},
             "sums": {"1.0": {"batch_size": 8, "max_batch_delay": 5000}},
         },
     )
-    server = Server(root, config)
-    server.start()
-    server.wait_ready()
-    return server
+
+
+def start(root: Path, max_request_size: int = 65536) -> Server:
+    """`start_with` for callers that stop the server themselves (kept for older test files)."""
+    return start_with(ServerFactory(root), max_request_size)
 
 
 def serving(root: Path) -> Iterator[Server]:
-    """A fixture body: the server, stopped cleanly afterwards."""
-    server = start(root)
-    yield server
-    assert server.stop() == 0, server.log()
+    """A fixture body: the server, stopped and checked afterwards (kept for older test files)."""
+    factory = ServerFactory(root)
+    yield start_with(factory)
+    factory.close()

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import oip_models
-from tests.helpers.server import REPO
+from tests.helpers.server import REPO, ServerFactory
 
 KINDS = {
     "half": [[1.5, 2.5], [3.0, 0.0]],
@@ -24,27 +23,25 @@ KINDS = {
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    server = oip_models.start(tmp_path_factory.mktemp("oip-kserve"))
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.kserve.kserve_calls",
-                server.inference,
-                server.grpc_inference,
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        yield json.loads(done.stdout)
-    finally:
-        assert server.stop() == 0, server.log()
+def report(make_module_server: ServerFactory) -> dict[str, Any]:
+    server = oip_models.start_with(make_module_server)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.kserve.kserve_calls",
+            server.inference,
+            server.grpc_inference,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def test_rest_health_and_readiness(report: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,14 @@ import pytest
 
 from tests.helpers import oip_models
 from tests.helpers.clients import http, metric_samples, poll
-from tests.helpers.server import MAX_LOOP_LAG, REPO, Server
+from tests.helpers.server import MAX_LOOP_LAG, REPO, Server, ServerFactory
 
 HEADER = "Inference-Header-Content-Length"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from oip_models.serving(tmp_path_factory.mktemp("oip"))
+def server(make_module_server: ServerFactory) -> Server:
+    return oip_models.start_with(make_module_server)
 
 
 def get(server: Server, path: str) -> tuple[int, Any]:

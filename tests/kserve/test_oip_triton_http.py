@@ -13,12 +13,12 @@ from tritonclient.utils import InferenceServerException
 
 from tests.helpers import oip_models
 from tests.helpers.oip_models import KIND_TENSORS
-from tests.helpers.server import Server
+from tests.helpers.server import Server, ServerFactory
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from oip_models.serving(tmp_path_factory.mktemp("oip-http"))
+def server(make_module_server: ServerFactory) -> Server:
+    return oip_models.start_with(make_module_server)
 
 
 @pytest.fixture
