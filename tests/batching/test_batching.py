@@ -3,11 +3,9 @@ the operator asks for TorchServe's fixed waiting. Read from the queue-time histo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.helpers import handlers as src
 from tests.helpers.clients import http, metric_samples
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import Server, ServerFactory, model_folder
 
 
 def queue_buckets(server: Server, model: str) -> dict[str, float]:
@@ -42,25 +40,18 @@ def test_a_lone_request_is_dispatched_at_once(server: Server) -> None:
         assert http("DELETE", f"{server.management}/models/lone")[0] == 200
 
 
-def test_fixed_batching_waits_the_whole_delay_for_a_lone_request(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    model_folder(store, "echo", src.ECHO)
-    config = server_config(
-        store,
-        load_models=["echo"],
+def test_fixed_batching_waits_the_whole_delay_for_a_lone_request(
+    make_server: ServerFactory,
+) -> None:
+    server = make_server(
+        {"echo": src.ECHO},
         adaptive_batching=False,
         models={"echo": {"1.0": {"batch_size": 8, "max_batch_delay": 300}}},
     )
-    server = Server(tmp_path, config)
-    server.start()
-    try:
-        server.wait_ready()
-        change = one_request(server, "echo")
-        # it waited at least max_batch_delay: not in any bucket at or below 0.25 s
-        assert change["0.25"] == 0, change
-        assert change["+Inf"] == 1, change
-    finally:
-        assert server.stop() == 0
+    change = one_request(server, "echo")
+    # it waited at least max_batch_delay: not in any bucket at or below 0.25 s
+    assert change["0.25"] == 0, change
+    assert change["+Inf"] == 1, change
 
 
 def test_compute_time_per_batch_is_its_own_histogram(server: Server) -> None:

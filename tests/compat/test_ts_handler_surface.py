@@ -11,13 +11,12 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.clients import concurrently, http
-from tests.helpers.server import Server, server_config
+from tests.helpers.server import Server, ServerFactory
 
 # TorchServe's examples/micro_batching handler, on a TorchScript model instead of ResNet
 MICRO_BATCHING = """
@@ -121,7 +120,7 @@ def _archive(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Server:
     import torch
 
     class Double(torch.nn.Module):
@@ -144,11 +143,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for name, form in PT2_FORMS.items():
         _archive(work, store, name, PLAIN, json.dumps({"pt2": form}), eager=True)
     names = ["micro", *PT2_FORMS]
-    server = Server(work, server_config(store, load_models=[f"{n}.mar" for n in names]))
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    return make_module_server(root=work, store=store, load=[f"{n}.mar" for n in names])
 
 
 def _predict(server: Server, name: str, value: str) -> dict[str, object]:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import handlers as src
 from tests.helpers.clients import http, metric_samples, poll
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import Server, ServerFactory, model_folder
 
 pytestmark = pytest.mark.usefixtures("loop_guard")
 
@@ -194,21 +194,15 @@ def test_round_robin_over_configured_devices_follows_scaling(server: Server) -> 
     assert (described["deviceType"], described["deviceIds"]) == ("gpu", [0, 1, 2, 3])
 
 
-def test_model_api_is_off_unless_enabled(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    model_folder(store, "echo", src.ECHO)
-    server = Server(tmp_path, server_config(store, load_models=["echo"]))
-    server.start()
-    try:
-        status, body = call("POST", f"{server.management}/models?url=echo")
-        assert status == 405
-        assert "--enable-model-api" in body["message"]
-        assert call("DELETE", f"{server.management}/models/echo")[0] == 405
-        # scale, describe and list always work
-        assert call("PUT", f"{server.management}/models/echo?min_worker=1")[0] == 202
-        assert call("GET", f"{server.management}/models")[0] == 200
-    finally:
-        assert server.stop() == 0
+def test_model_api_is_off_unless_enabled(make_server: ServerFactory) -> None:
+    server = make_server({"echo": src.ECHO}, ready=False)
+    status, body = call("POST", f"{server.management}/models?url=echo")
+    assert status == 405
+    assert "--enable-model-api" in body["message"]
+    assert call("DELETE", f"{server.management}/models/echo")[0] == 405
+    # scale, describe and list always work
+    assert call("PUT", f"{server.management}/models/echo?min_worker=1")[0] == 202
+    assert call("GET", f"{server.management}/models")[0] == 200
 
 
 def test_a_customized_describe_never_shares_a_batch(server: Server) -> None:

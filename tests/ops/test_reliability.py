@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import handlers as src
 from tests.helpers.clients import http, metric_samples, poll, run
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import Server, ServerFactory, model_folder, server_config
 
 
 @pytest.mark.usefixtures("loop_guard")
@@ -83,39 +83,32 @@ def accepted(server: Server, model: str) -> float:
     return metric_samples(server, "serve_inferences_total").get(key, 0.0) + pending(server, model)
 
 
-def test_oversized_bodies_get_413_and_the_server_keeps_serving(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    model_folder(store, "echo", src.ECHO)
-    server = Server(tmp_path, server_config(store, load_models=["echo"], max_request_size=1000))
-    server.start()
-    try:
-        server.wait_ready()
-        status, body = http("POST", server.inference + "/predictions/echo", b"x" * 5000)
-        assert status == 413
-        assert "max_request_size" in json.loads(body)["message"]
-        status, body = http("POST", server.inference + "/predictions/echo", b"x" * 10)
-        assert status == 200
+def test_oversized_bodies_get_413_and_the_server_keeps_serving(make_server: ServerFactory) -> None:
+    server = make_server({"echo": src.ECHO}, max_request_size=1000)
+    status, body = http("POST", server.inference + "/predictions/echo", b"x" * 5000)
+    assert status == 413
+    assert "max_request_size" in json.loads(body)["message"]
+    status, body = http("POST", server.inference + "/predictions/echo", b"x" * 10)
+    assert status == 200
 
-        async def chunked(parts: list[bytes]) -> tuple[int, Any]:
-            async def body() -> AsyncIterator[bytes]:
-                for part in parts:
-                    yield part
-                    await asyncio.sleep(0)  # separate writes, so the server reads them apart
+    async def chunked(parts: list[bytes]) -> tuple[int, Any]:
+        async def body() -> AsyncIterator[bytes]:
+            for part in parts:
+                yield part
+                await asyncio.sleep(0)  # separate writes, so the server reads them apart
 
-            async with aiohttp.ClientSession() as s:
-                url = server.inference + "/predictions/echo"
-                async with s.post(url, data=body(), headers={"Content-Type": "text/plain"}) as r:
-                    return r.status, await r.json()
+        async with aiohttp.ClientSession() as s:
+            url = server.inference + "/predictions/echo"
+            async with s.post(url, data=body(), headers={"Content-Type": "text/plain"}) as r:
+                return r.status, await r.json()
 
-        # no Content-Length: the limit is enforced while the chunks arrive
-        status, error = run(chunked([b"y" * 400] * 5))
-        assert status == 413
-        assert "max_request_size" in error["message"]
-        status, answer = run(chunked([b"ab" * 100, b"cd" * 100, b"ef" * 50]))
-        assert status == 200
-        assert answer["input"] == "ab" * 100 + "cd" * 100 + "ef" * 50
-    finally:
-        assert server.stop() == 0
+    # no Content-Length: the limit is enforced while the chunks arrive
+    status, error = run(chunked([b"y" * 400] * 5))
+    assert status == 413
+    assert "max_request_size" in error["message"]
+    status, answer = run(chunked([b"ab" * 100, b"cd" * 100, b"ef" * 50]))
+    assert status == 200
+    assert answer["input"] == "ab" * 100 + "cd" * 100 + "ef" * 50
 
 
 def test_a_model_that_fails_to_load_is_reported_and_not_registered(server: Server) -> None:

@@ -19,7 +19,7 @@ import yaml
 from tests.helpers import handlers as src
 from tests.helpers.clients import http
 from tests.helpers.grpc_stubs import grpcio_stubs
-from tests.helpers.server import Server, model_folder, run_serve, server_config
+from tests.helpers.server import Server, ServerFactory, model_folder, run_serve, server_config
 
 
 def call(method: str, url: str) -> tuple[int, Any]:
@@ -28,7 +28,7 @@ def call(method: str, url: str) -> tuple[int, Any]:
 
 
 @pytest.fixture(scope="module")
-def hints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def hints(make_module_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Server:
     """A server with the model API on, nothing registered, and three archives in its store."""
     root = tmp_path_factory.mktemp("hints")
     store = root / "store"
@@ -36,10 +36,7 @@ def hints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     model_folder(store, "digits_v2", src.ECHO, name="digits", version="2.0")
     (store / "mnist.mar").write_bytes(b"listed by name; never opened here")
     (store / "notes.txt").write_text("not an archive")
-    server = Server(root, server_config(store, enable_model_api=True))
-    server.start()
-    yield server
-    assert server.stop() == 0, server.log()
+    return make_module_server(root=root, store=store, enable_model_api=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,33 +5,29 @@ the handler as inputs, ahead of the body."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import handlers as src
 from tests.helpers.clients import http
-from tests.helpers.server import Server, model_folder, server_config
+from tests.helpers.server import HandlerSpec, Server, ServerFactory
 
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def single(make_module_server: ServerFactory) -> Server:
     """A server with one model loaded at startup (and room to register another)."""
-    root = tmp_path_factory.mktemp("invocations")
-    store = root / "store"
-    model_folder(store, "params", src.PARAMS)
-    model_folder(store, "later", src.PARAMS, name="later")
-    server = Server(root, server_config(store, load_models=["params"], enable_model_api=True))
-    server.start()
-    server.wait_ready()
+    server = make_module_server(
+        {"params": src.PARAMS, "later": HandlerSpec(src.PARAMS, name="later")},
+        load=["params"],
+        enable_model_api=True,
+    )
     status, body = http(
         "POST", f"{server.management}/models?url=later&initial_workers=1&synchronous=true"
     )
     assert status == 200, body
-    yield server
-    assert server.stop() == 0
+    return server
 
 
 def _post(url: str, body: bytes = b'{"x": 1}') -> tuple[int, object]:
