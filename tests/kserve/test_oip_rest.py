@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import oip_models
-from tests.helpers.clients import http, metric_samples, poll
+from tests.helpers.clients import call_json, http, metric_samples, poll
 from tests.helpers.server import MAX_LOOP_LAG, REPO, Server, ServerFactory
 
 HEADER = "Inference-Header-Content-Length"
@@ -29,8 +29,7 @@ def server(make_module_server: ServerFactory) -> Server:
 
 
 def get(server: Server, path: str) -> tuple[int, Any]:
-    status, body = http("GET", server.inference + path)
-    return status, json.loads(body)
+    return call_json("GET", server.inference + path)
 
 
 def infer(server: Server, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:

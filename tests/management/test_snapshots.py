@@ -20,7 +20,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.management import (
 )
 from serve.routing.split import Split
 from tests.helpers import handlers as src
-from tests.helpers.clients import http
+from tests.helpers.clients import call_json, http
 from tests.helpers.server import Server, model_folder, server_config
 
 NAME = re.compile(r"^\d{17}-(startup|snapshot|shutdown)\.cfg$")
@@ -55,9 +55,10 @@ def wait_for_snapshot(root: Path, check: Any, timeout: float = 30.0) -> Path:
 
 
 def call(method: str, url: str) -> Any:
-    status, body = http(method, url, timeout=60)
+    """The JSON answer of a call that must succeed."""
+    status, body = call_json(method, url, timeout=60)
     assert status in (200, 202), (method, url, status, body)
-    return json.loads(body)
+    return body
 
 
 def state(server: Server) -> dict[str, Any]:

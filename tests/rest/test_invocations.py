@@ -4,12 +4,10 @@ the handler as inputs, ahead of the body."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.helpers import handlers as src
-from tests.helpers.clients import http
+from tests.helpers.clients import call_json, http
 from tests.helpers.server import HandlerSpec, Server, ServerFactory
 
 JSON = {"Content-Type": "application/json"}
@@ -31,8 +29,7 @@ def single(make_module_server: ServerFactory) -> Server:
 
 
 def _post(url: str, body: bytes = b'{"x": 1}') -> tuple[int, object]:
-    status, raw = http("POST", url, body, headers=JSON)
-    return status, json.loads(raw)
+    return call_json("POST", url, body, headers=JSON)
 
 
 def test_invocations_without_a_name_use_the_one_startup_model(single: Server) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -176,10 +176,6 @@ def answered(server: Server, model: str, version: str) -> float:
     )
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    wait_until(condition, timeout=60.0)
-
-
 def bound(n: int, p: float) -> float:
     return Z_999 * math.sqrt(n * p * (1 - p))
 
@@ -309,14 +305,15 @@ def test_a_100_percent_shadow_sees_every_request_and_the_client_only_the_primary
             value = sample(server, "serve_shadow_requests_total", outcome=outcome, **labels)
             return value - before[outcome]
 
-        wait_for(lambda: shadow("ok") == 200)
+        wait_until(lambda: shadow("ok") == 200, timeout=60.0)
         assert (shadow("error"), shadow("dropped")) == (0, 0)
-        wait_for(
+        wait_until(
             lambda: (
                 sample(server, "serve_shadow_agreement_total", result="different", **labels)
                 - agreed["different"]
                 == 50
-            )
+            ),
+            timeout=60.0,
         )
         equal = sample(server, "serve_shadow_agreement_total", result="equal", **labels)
         assert equal - agreed["equal"] == 150

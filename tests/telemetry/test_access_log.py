@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +19,7 @@ import pytest
 
 from serve.telemetry.access_log import AccessLog
 from tests.helpers import handlers as src
-from tests.helpers.clients import keys
+from tests.helpers.clients import keys, wait_until
 from tests.helpers.grpc_stubs import grpcio_stubs
 from tests.helpers.server import Server, ServerFactory, finish
 
@@ -68,14 +66,6 @@ def send(
             return response.status, len(response.read())
     except urllib.error.HTTPError as error:
         return error.code, len(error.read())
-
-
-def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Re-check `condition` (reading the server's log) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +211,7 @@ def test_every_line_of_a_burst_is_written_while_serving_and_at_stop(
     try:
         first = {**infer, "x-request-id": "burst-first"}
         assert send(url, method="POST", body=b"x", headers=first)[0] == 200
-        until(lambda: "burst-first" in server.log())  # written while serving
+        wait_until(lambda: "burst-first" in server.log())  # written while serving
 
         def one(i: int) -> int:
             headers = {**infer, "x-request-id": f"burst-{i}"}
