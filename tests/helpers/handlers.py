@@ -89,7 +89,9 @@ FAILING = """
         return ["ok"] * len(data)
 """
 
-GATED = """
+# Waits for <store>/<model>.gate (the test opens the gate by creating the file), then answers
+# with the `answer(data, context)` that `gated` appends.
+_GATE = """
     import os
     import time
 
@@ -100,8 +102,20 @@ GATED = """
         gate = os.path.join(store, context.model_name + ".gate")
         while not os.path.exists(gate):  # the test opens the gate by creating the file
             time.sleep(0.01)
-        return [len(data)] * len(data)
+        return answer(data, context)
 """
+
+
+def gated(answer: str) -> str:
+    """The gate-file handler with this `def answer(data, context)` (indented by 4, as here)."""
+    return _GATE + answer
+
+
+# Answers each entry its batch's size.
+GATED = gated("""
+    def answer(data, context):
+        return [len(data)] * len(data)
+""")
 
 HANGING = """
     import time

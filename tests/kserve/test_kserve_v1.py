@@ -11,23 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers import handlers as src
 from tests.helpers.clients import call_json, http, metric, poll
 from tests.helpers.server import Server, ServerFactory
 
 EXECUTIONS = "serve_executions_total"
 JSON = {"Content-Type": "application/json"}
 
-INSTANCES = """
-    import os
-    import time
-
-    def handle(data, context):
-        if data is None:
-            return None
-        store = os.path.dirname(context.system_properties["model_dir"])
-        gate = os.path.join(store, context.model_name + ".gate")
-        while not os.path.exists(gate):  # the test opens the gate by creating the file
-            time.sleep(0.01)
+# The gate-file handler, answering each instance with what the handler saw of it.
+INSTANCES = src.gated("""
+    def answer(data, context):
         return [
             {
                 "echo": item,
@@ -37,7 +30,7 @@ INSTANCES = """
             }
             for idx, item in enumerate(data)
         ]
-"""
+""")
 
 SHORT = """
     def handle(data, context):
