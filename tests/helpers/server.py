@@ -254,9 +254,10 @@ def assert_clean_log(server: Server, expected: Sequence[str] = ()) -> None:
         assert marker not in log, f"{marker!r} in the server log:\n{log}"
     lines = log.splitlines()
     for index, line in enumerate(lines):
-        # a chained exception's second traceback follows "The above exception was ..." lines
         if not line.startswith("Traceback"):
             continue
+        # the nearest record line above: a chained exception's second traceback comes after
+        # the first one and "The above exception was ...", not right after its record
         record = next((r for r in reversed(lines[:index]) if RECORD.match(r)), "")
         if not ANSWERED.search(record) and not any(text in record for text in expected):
             raise AssertionError(f"a traceback of the server's own after {record!r}:\n{log}")

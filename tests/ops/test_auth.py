@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.helpers import handlers as src
-from tests.helpers.clients import keys
+from tests.helpers.clients import keys, wait_until
 from tests.helpers.grpc_stubs import grpcio_stubs
 from tests.helpers.server import REPO, Server, ServerFactory, finish, model_folder, server_config
 
@@ -517,6 +517,12 @@ def test_one_shared_port_keeps_each_apis_key(make_server: ServerFactory, tmp_pat
     assert status == 200
 
 
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as sock:
+        return sock.connect_ex((host, int(port))) == 0
+
+
 def test_config_properties_sets_the_key_lifetime(tmp_path: Path) -> None:
     """TorchServe's own file: token_expiration_min and auth on, as a TorchServe user has it."""
     store = tmp_path / "store"
@@ -535,6 +541,8 @@ def test_config_properties_sets_the_key_lifetime(tmp_path: Path) -> None:
     server = Server(tmp_path, ports, yaml_config=False)
     server.start("--ts-config", str(tmp_path / "config.properties"), "--ncs")
     try:
+        # start() returns once /ping answers; the management API binds right after inference
+        wait_until(lambda: _accepts(ports["management_address"]))
         data = json.loads((tmp_path / KEY_FILE).read_text())
         expires = datetime.fromisoformat(data["inference"]["expiration time"])
         assert 4 * 60 < (expires - datetime.now(UTC)).total_seconds() <= 5 * 60
