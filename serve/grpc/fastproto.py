@@ -2,7 +2,7 @@
 
 betterproto2 parses in pure Python (33 us a request, against upb's 0.4 us). The class is built
 at import from a descriptor written out here, field for field the message in
-proto/inference.proto (tests/test_grpc.py checks that both read any such message the same way).
+proto/inference.proto (tests/grpc/test_grpc.py checks that both read any such message the same way).
 It has the attributes `InferenceService` reads: model_name, model_version, input (key/value
 entries in wire order; `inputs` makes them a dict like the generated class's) and sequence_id
 ("" when unset, where the generated class has None).

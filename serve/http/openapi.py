@@ -1,7 +1,7 @@
 """The OpenAPI 3 descriptions of the REST APIs, one per port as in TorchServe: the inference
 API's (`OPTIONS /` and `/api-description` on the inference port) and the management API's
 (`OPTIONS /` on the management port). Each says what the server does, so a fuzzer generating
-requests from it (tests/test_fuzz_openapi.py) holds the server to it."""
+requests from it (tests/rest/test_fuzz_openapi.py) holds the server to it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Test helpers: the server process and its factory, clients, handler sources, stubs."""
