@@ -17,10 +17,16 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from ts.torch_handler.base_handler import BaseHandler
+
+if TYPE_CHECKING:
+    # mypy knows our `ts` as handlers.ts; at run time `ts` is the serving side's own
+    # (handlers/ts in our server, the torchserve package in TorchServe)
+    from handlers.ts.torch_handler.base_handler import BaseHandler
+else:
+    from ts.torch_handler.base_handler import BaseHandler
 
 JPEG_SIDE = 224
 WIDE_OUTPUT = 16

@@ -36,6 +36,7 @@ class _Request:
     headers: tuple[tuple[str, str], ...] = ()
     kind: int = 0  # TorchServe's own API (handlers.wire.KIND_TORCHSERVE)
     payload: object = None
+    steps: int = 0  # new to the handler: no step scheduler here
 
 
 def _ignore(idx: int, output: Output) -> None:

@@ -38,7 +38,8 @@ class TinyMLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        out: Tensor = self.net(x)  # nn.Module.__call__ is typed Any
+        return out
 
 
 class BasicBlock(nn.Module):
@@ -60,7 +61,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.downsample(x))
+        summed: Tensor = self.relu(out + self.downsample(x))
+        return summed
 
 
 class ResNet18(nn.Module):
@@ -86,7 +88,8 @@ class ResNet18(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.avgpool(self.layers(x))
-        return self.fc(torch.flatten(x, 1))
+        out: Tensor = self.fc(torch.flatten(x, 1))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,9 @@ class ModelSpec:
                 # non-trivial batch-norm statistics, so the outputs are not all alike
                 for module in model.modules():
                     if isinstance(module, nn.BatchNorm2d):
+                        # typed Optional; set, as track_running_stats defaults to True
+                        assert module.running_mean is not None
+                        assert module.running_var is not None
                         module.running_mean.uniform_(-0.1, 0.1)
                         module.running_var.uniform_(0.5, 1.5)
                 # a confident top class, so batching's rounding cannot change the answer
@@ -126,7 +132,8 @@ def save_torchscript(name: str, path: Path) -> Path:
     example = torch.randn(spec.example_shape)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.x
-        traced = torch.jit.trace(model, example)
+        # torch leaves jit.trace unannotated
+        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
         traced.save(str(path))
     return path
 
@@ -135,7 +142,9 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     """Load a saved model the way BaseHandler does."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        # torch leaves jit.load unannotated; it returns a (Recursive)ScriptModule
+        module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        return module.eval()
 
 
 def parameter_bytes(name: str) -> int:

@@ -256,7 +256,7 @@ def _run_server(
                 continue
             if name == "litserve" and options.transport != "http":
                 continue  # LitServe serves HTTP only
-            workers = (1,)
+            workers: tuple[int, ...] = (1,)
             if name == "torchserve":
                 workers = options.torchserve_workers or scenario.torchserve_workers
             for count in workers:

@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serve.routing.split import Split
 from tests.helpers.clients import http, metric_samples, poll, run
+from tests.helpers.grpc_stubs import failed_call
 from tests.helpers.server import HandlerSpec, Server, ServerFactory
 
 # "tagged" answers its version number for every entry; "echo" answers its inputs; "gated"
@@ -175,7 +176,7 @@ def test_a_named_version_wins_over_the_key_and_errors_name_the_version(server: S
         with pytest.raises(grpc.RpcError) as raised:
             stub.ModelInfer(bad, metadata=((ROUTING.lower(), key),))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert dict(raised.value.trailing_metadata())["x-model-version"] == "1.0"
+        assert dict(failed_call(raised.value).trailing_metadata())["x-model-version"] == "1.0"
     status, header, body = post(server, "/v1/models/ab:predict", {"instances": []}, {ROUTING: key})
     assert (status, header) == (400, "1.0")
     assert "instances" in body["error"]
@@ -528,7 +529,7 @@ def test_an_error_in_the_handler_names_the_version_on_every_door(witness: Server
         with pytest.raises(grpc.RpcError) as raised:
             _grpc(witness, door, 13, ())
         assert raised.value.code() != grpc.StatusCode.OK
-        assert dict(raised.value.trailing_metadata())["x-model-version"] == "1.0", door
+        assert dict(failed_call(raised.value).trailing_metadata())["x-model-version"] == "1.0", door
         grpc_messages.add(raised.value.details())
     reply, _ = _grpc(witness, "StreamPredictions2", 13, ())
     assert reply.status.code != 0  # answered in band, so the stream goes on

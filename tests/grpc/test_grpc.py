@@ -32,7 +32,7 @@ from serve.models.registry import Registry
 from serve.telemetry.metrics import ServerMetrics
 from serve.workers.intraop import ThreadBudget
 from tests.helpers.clients import http, metric_samples, wait_until
-from tests.helpers.grpc_stubs import LOADED, MODELS, build_store, grpcio_stubs
+from tests.helpers.grpc_stubs import LOADED, MODELS, build_store, failed_call, grpcio_stubs
 from tests.helpers.server import Server, ServerFactory, assert_loop_lag
 
 # what an unknown model gets while the startup models alone are registered
@@ -93,7 +93,8 @@ def _request(pb: dict[str, ModuleType], model: str, **inputs: bytes) -> Any:
 def _fails(call: Any, *args: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call(*args)
-    return info.value.code(), info.value.details()
+    failed = failed_call(info.value)
+    return failed.code(), failed.details()
 
 
 def _post_raw(url: str, body: bytes) -> bytes:

@@ -11,11 +11,24 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import cast
+
+import grpc
 
 from tests.helpers import handlers as src
 from tests.helpers.server import REPO, model_folder
 
 PROTOS = ("inference.proto", "management.proto", "google/rpc/status.proto")
+
+
+def failed_call(error: grpc.RpcError) -> grpc.Call:
+    """A failed grpcio call's error as the `grpc.Call` it also is.
+
+    grpcio raises `_InactiveRpcError(RpcError, Call)`; types-grpcio types `RpcError` alone with
+    `details() -> str | None` and trailing metadata of a non-tuple `_Metadatum`, where the
+    call's are a str and (key, value) pairs.
+    """
+    return cast(grpc.Call, error)
 
 
 def grpcio_stubs(out: Path) -> dict[str, ModuleType]:

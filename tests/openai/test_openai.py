@@ -10,9 +10,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from handlers.generation import tiny
 from tests.conftest import metric_samples, poll
@@ -66,8 +68,13 @@ def client(gen_server: Server) -> openai.OpenAI:
     )
 
 
-def _greedy(**extra: object) -> dict[str, object]:
-    return {"temperature": 0, **extra}
+class _Sampling(TypedDict):
+    temperature: float
+
+
+def _greedy() -> _Sampling:
+    """Greedy sampling, as keyword arguments the client's typed `create` accepts."""
+    return {"temperature": 0}
 
 
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
@@ -108,13 +115,15 @@ def test_stream_equals_whole_and_usage_is_exact(client: openai.OpenAI) -> None:
 
 
 def test_chat_stream_shape_n_and_role(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "Tell me about loops"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Tell me about loops"}
+    ]
     whole = client.chat.completions.create(
         model=MODEL,
         messages=messages,
         max_completion_tokens=12,
         n=3,
-        **_greedy(),  # type: ignore[arg-type]
+        **_greedy(),
     )
     assert [c.index for c in whole.choices] == [0, 1, 2]
     texts = {c.message.content for c in whole.choices}
@@ -125,7 +134,7 @@ def test_chat_stream_shape_n_and_role(client: openai.OpenAI) -> None:
         max_completion_tokens=12,
         n=3,
         stream=True,
-        **_greedy(),  # type: ignore[arg-type]
+        **_greedy(),
     )
     by_choice: dict[int, list[openai.types.chat.ChatCompletionChunk]] = {}
     for chunk in stream:
@@ -183,7 +192,7 @@ def test_async_client_streams(gen_server: Server) -> None:
         whole = await client.completions.create(
             model=MODEL, prompt="def", max_tokens=10, **_greedy()
         )
-        parts = []
+        parts: list[str] = []
         async for chunk in await client.completions.create(
             model=MODEL, prompt="def", max_tokens=10, stream=True, **_greedy()
         ):

@@ -26,7 +26,7 @@ import yaml
 
 from tests.helpers import handlers as src
 from tests.helpers.clients import keys, wait_until
-from tests.helpers.grpc_stubs import grpcio_stubs
+from tests.helpers.grpc_stubs import failed_call, grpcio_stubs
 from tests.helpers.server import REPO, Server, ServerFactory, finish, model_folder, server_config
 
 KEY_FILE = "key_file.json"
@@ -268,7 +268,8 @@ def test_token_needs_a_valid_type(server: Server) -> None:
 def _code(call: Any, *args: Any, **kwargs: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kwargs)
-    return info.value.code(), info.value.details()
+    failed = failed_call(info.value)
+    return failed.code(), failed.details()
 
 
 def _meta(key: str) -> tuple[tuple[str, str], ...]:

@@ -11,8 +11,8 @@ import pytest
 
 from benchmarks.generative_report import markdown
 from benchmarks.openai_load import OPENAI, TORCHSERVE, make_jobs, run_load, summarize
+from tests.openai.test_openai import MODEL, _archive
 from tests.support import Server, server_config
-from tests.test_openai import MODEL, _archive
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ server defaults, and the devices and default worker counts with and without GPUs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -26,7 +26,15 @@ class Row:
     gpus: int = 0
 
 
-ALL_SET = dict(
+class _Layers(TypedDict):
+    """One value per layer, splatted into a `Row`."""
+
+    request: dict[str, Any]
+    operator: ModelSettings
+    archive: ArchiveSettings
+
+
+ALL_SET = _Layers(
     request={"batch_size": 8, "max_batch_delay": 5, "response_timeout": 3.0},
     operator=ModelSettings(batch_size=4, max_batch_delay=20, response_timeout=30.0),
     archive=ArchiveSettings(batch_size=2, max_batch_delay=50, response_timeout=60.0),
