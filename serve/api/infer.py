@@ -11,10 +11,9 @@ gate render as `X-Model-Version` / trailing `x-model-version`, as they do for an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from handlers.messages import Output, Param
@@ -72,11 +71,9 @@ class Answer:
             pass
         return output
 
-    @contextlib.contextmanager
-    def naming(self) -> Iterator[None]:
+    def naming(self) -> naming:
         """A ServeError a door raises while rendering this answer names its version too."""
-        with naming(self.version):
-            yield
+        return naming(self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,12 +223,19 @@ async def chunks(
             request.cancel()
 
 
-@contextlib.contextmanager
-def naming(version: ModelVersion) -> Iterator[None]:
-    """Name `version` on a ServeError raised inside (the first version named stays)."""
-    try:
-        yield
-    except ServeError as error:
-        if error.model_version is None:
-            error.model_version = version.version
-        raise
+class naming:
+    """Name `version` on a ServeError raised inside (the first version named stays).
+
+    A class rather than a generator context manager: it wraps every call twice."""
+
+    __slots__ = ("_version",)
+
+    def __init__(self, version: ModelVersion) -> None:
+        self._version = version
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if isinstance(error, ServeError) and error.model_version is None:
+            error.model_version = self._version.version
