@@ -32,15 +32,14 @@ from collections import deque
 from collections.abc import Callable
 
 from handlers.messages import BatchFailure, Output
+from serve.batching import door
 from serve.batching.flights import Batch, Flights, Runner
 from serve.batching.policy import ArrivalRate, ConcurrencyWindow, Take, decide
 from serve.errors import (
-    DeadlineExceeded,
     InternalError,
     RequestTimeout,
     ServeError,
     ServiceUnavailable,
-    no_worker,
 )
 from serve.request import InferenceRequest
 
@@ -97,23 +96,12 @@ class Batcher:
 
     def submit(self, request: InferenceRequest) -> None:
         """Queue a request, or refuse it at the door (503) when there is no room."""
-        if self._closed:
-            raise ServiceUnavailable(
-                f'Model "{self.model}" version {self.version} is being unregistered'
-            )
-        if self.capacity <= 0:
-            raise no_worker(self.model)
+        door.check_open(self._closed, self.capacity, self.model, self.version)
         pending = self._pending
         if len(pending) >= self.queue_size:
-            raise ServiceUnavailable(
-                f'Model "{self.model}" version {self.version} has {self.queue_size} requests '
-                "queued (job_queue_size); retry later or scale workers up",
-                headers={"Retry-After": "1"},
-            )
+            raise door.queue_full(self.model, self.version, self.queue_size)
         pending.append(request)
-        if request.deadline is not None:
-            delay = max(0.0, request.deadline.at - time.monotonic())
-            request.timer = self._loop.call_later(delay, self._deadline_passed, request)
+        door.arm_deadline(self._loop, request, self._deadline_passed)
         if request.items != 1:
             self._extra += request.items - 1
         self._drained.clear()
@@ -178,14 +166,9 @@ class Batcher:
             with contextlib.suppress(ValueError):
                 self._pending.remove(request)
             self._check_drained()
+        door.deadline_exceeded(request, stage, self.model, self.version)
         deadline = request.deadline
         assert deadline is not None
-        request.fail(
-            DeadlineExceeded(
-                f"The request deadline of {deadline.describe()} passed while the request was "
-                f'{stage} for model "{self.model}" version {self.version}'
-            )
-        )
         logger.info(
             "Request %s to model %s version %s: deadline of %s passed while %s; answered 504",
             request.request_id,
@@ -289,7 +272,9 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(batch, now)
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
         runner.run(batch)
 
     def _wake_after(self, seconds: float) -> None:
@@ -307,17 +292,15 @@ class Batcher:
 
     # --- the response-timeout watchdog -----------------------------------------------------
 
-    @property
-    def _watch_period(self) -> float:
-        return min(1.0, self.response_timeout / 4)
-
     def _watch(self) -> None:
         self._watchdog = None
         now = time.monotonic()
         for runner in self._flights.expired(now, self.response_timeout):
             self._expire(runner)
         if self._flights:
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
 
     def _expire(self, runner: Runner) -> None:
         flights = self._flights.drop(runner)

@@ -29,17 +29,16 @@ from collections import deque
 from collections.abc import Callable
 
 from handlers.messages import BatchFailure, Output
+from serve.batching import door
 from serve.batching.flights import Batch, Flights, Runner
 from serve.batching.policy import Take
 from serve.batching.sequence_policy import SequenceSettings, admit_quota, decide_sequences
 from serve.batching.sequence_table import Sequence, SequenceTable, cancel
 from serve.errors import (
-    DeadlineExceeded,
     InternalError,
     RequestTimeout,
     ServeError,
     ServiceUnavailable,
-    no_worker,
 )
 from serve.request import SEQUENCE_HEADER, InferenceRequest
 
@@ -93,7 +92,7 @@ class SequenceBatcher:
 
     @property
     def label(self) -> str:
-        return f'Model "{self.model}" version {self.version}'
+        return door.label(self.model, self.version)
 
     @property
     def live(self) -> int:
@@ -114,10 +113,7 @@ class SequenceBatcher:
 
     def submit(self, request: InferenceRequest) -> None:
         """Queue a request in its sequence (opening one if needed), or refuse it (503)."""
-        if self._closed:
-            raise ServiceUnavailable(f"{self.label} is being unregistered")
-        if self.capacity <= 0:
-            raise no_worker(self.model)
+        door.check_open(self._closed, self.capacity, self.model, self.version)
         if request.solo:
             self._solo.append(request)
             self._queued(request)
@@ -136,9 +132,7 @@ class SequenceBatcher:
         self._queued(request)
 
     def _queued(self, request: InferenceRequest) -> None:
-        if request.deadline is not None:
-            delay = max(0.0, request.deadline.at - time.monotonic())
-            request.timer = self._loop.call_later(delay, self._deadline_passed, request)
+        door.arm_deadline(self._loop, request, self._deadline_passed)
         self._drained.clear()
         self._dispatch()
 
@@ -283,7 +277,9 @@ class SequenceBatcher:
         if self._on_batch is not None:
             self._on_batch(batch, now)
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
         runner.run(batch)
 
     # --- ending sequences ------------------------------------------------------------------
@@ -306,23 +302,12 @@ class SequenceBatcher:
                 (sequence.queue if sequence else self._solo).remove(request)
             if sequence is not None:
                 self._table.maybe_idle(sequence)
-        deadline = request.deadline
-        assert deadline is not None
-        request.fail(
-            DeadlineExceeded(
-                f"The request deadline of {deadline.describe()} passed while the request was "
-                f"{stage} for {self.label}"
-            )
-        )
+        door.deadline_exceeded(request, stage, self.model, self.version)
         if self._on_deadline is not None:
             self._on_deadline(stage)
         self._check_drained()
 
     # --- the response-timeout watchdog -----------------------------------------------------
-
-    @property
-    def _watch_period(self) -> float:
-        return min(1.0, self.response_timeout / 4)
 
     def _watch(self) -> None:
         self._watchdog = None
@@ -337,7 +322,9 @@ class SequenceBatcher:
             self._lose(runner, "ended: its worker was replaced (response_timeout)")
             self._on_stuck(runner)
         if self._flights:
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
         self._check_drained()
 
     # --- closing ---------------------------------------------------------------------------

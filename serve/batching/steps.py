@@ -30,14 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from handlers.messages import BatchFailure, Output
+from serve.batching import door
 from serve.batching.batcher import Runner
 from serve.errors import (
-    DeadlineExceeded,
     InternalError,
     RequestTimeout,
     ServeError,
     ServiceUnavailable,
-    no_worker,
 )
 from serve.request import InferenceRequest
 
@@ -109,23 +108,12 @@ class StepScheduler:
 
     def submit(self, request: InferenceRequest) -> None:
         """Queue a request, or refuse it at the door (503) when there is no room."""
-        if self._closed:
-            raise ServiceUnavailable(
-                f'Model "{self.model}" version {self.version} is being unregistered'
-            )
-        if self.capacity <= 0:
-            raise no_worker(self.model)
+        door.check_open(self._closed, self.capacity, self.model, self.version)
         if len(self._pending) >= self.queue_size:
-            raise ServiceUnavailable(
-                f'Model "{self.model}" version {self.version} has {self.queue_size} requests '
-                "queued (job_queue_size); retry later or scale workers up",
-                headers={"Retry-After": "1"},
-            )
+            raise door.queue_full(self.model, self.version, self.queue_size)
         self._pending.append(request)
         self._drained.clear()
-        if request.deadline is not None:
-            delay = max(0.0, request.deadline.at - time.monotonic())
-            request.timer = self._loop.call_later(delay, self._deadline_passed, request)
+        door.arm_deadline(self._loop, request, self._deadline_passed)
         for runner, lane in self._lanes.items():
             if lane.step is None and not runner.retiring:
                 self._next_step(runner, lane)
@@ -223,7 +211,9 @@ class StepScheduler:
         if self._on_step is not None and admitted:
             self._on_step(live[len(live) - admitted :], now)
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
         runner.run(step)
 
     def _deadline_passed(self, request: InferenceRequest) -> None:
@@ -234,23 +224,12 @@ class StepScheduler:
         if stage == "queued":
             with contextlib.suppress(ValueError):
                 self._pending.remove(request)
-        deadline = request.deadline
-        assert deadline is not None
-        request.fail(
-            DeadlineExceeded(
-                f"The request deadline of {deadline.describe()} passed while the request was "
-                f'{stage} for model "{self.model}" version {self.version}'
-            )
-        )
+        door.deadline_exceeded(request, stage, self.model, self.version)
         if self._on_deadline is not None:
             self._on_deadline(stage)
         self._check_drained()
 
     # --- the response-timeout watchdog (per step) ------------------------------------------
-
-    @property
-    def _watch_period(self) -> float:
-        return min(1.0, self.response_timeout / 4)
 
     def _watch(self) -> None:
         self._watchdog = None
@@ -259,7 +238,9 @@ class StepScheduler:
             if lane.step is not None and now - lane.started > self.response_timeout:
                 self._expire(runner, lane)
         if any(lane.step is not None for lane in self._lanes.values()):
-            self._watchdog = self._loop.call_later(self._watch_period, self._watch)
+            self._watchdog = self._loop.call_later(
+                door.watch_period(self.response_timeout), self._watch
+            )
 
     def _expire(self, runner: Runner, lane: Lane) -> None:
         del self._lanes[runner]
