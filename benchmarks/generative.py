@@ -223,13 +223,17 @@ async def cancel_slot(server: Ours, model: str) -> dict[str, Any]:
 async def soak(server: Ours, model: str, args: argparse.Namespace) -> dict[str, Any]:
     """`--soak` seconds of 16 streams, 20% of requests disconnecting at a random token."""
     samples: list[tuple[float, float]] = []
+    kv: list[tuple[float, float, float]] = []  # (s, KV bytes held, KV bytes reserved) in MiB
     stop = threading.Event()
     started = time.monotonic()
 
     def sample() -> None:
         while not stop.wait(5.0):
+            at = time.monotonic() - started
             rss = sum(procfs.rss_bytes(p) for p in server.measured_pids())
-            samples.append((time.monotonic() - started, rss / 2**20))
+            samples.append((at, rss / 2**20))
+            held = metric(server, "serve_kv_cache_bytes") / 2**20
+            kv.append((at, held, metric(server, "serve_kv_cache_reserved_bytes") / 2**20))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -243,8 +247,11 @@ async def soak(server: Ours, model: str, args: argparse.Namespace) -> dict[str, 
     return {
         "summary": summary,
         "rss_mib": samples,
+        "kv_mib": kv,
         "running_after": metric(server, "serve_num_requests_running"),
         "waiting_after": metric(server, "serve_num_requests_waiting"),
+        "kv_bytes_after": metric(server, "serve_kv_cache_bytes"),
+        "kv_reserved_after": metric(server, "serve_kv_cache_reserved_bytes"),
     }
 
 

@@ -85,13 +85,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         growth = (rss[-1] - rss[0]) / rss[0] if len(rss) > 1 else None
         flat = growth is not None and growth < 0.05
         clean = s["errors"] == 0 and soak["running_after"] == 0 and soak["waiting_after"] == 0
+        kv = [held for _, held, _ in soak.get("kv_mib", [])]
+        kv_after = soak.get("kv_bytes_after"), soak.get("kv_reserved_after")
+        kv_clean = kv_after == (0, 0)
         out.append((
             f"soak {s['span_s']:.0f} s, random disconnects",
-            "RSS flat (< 5% growth), every request answered or cancelled, nothing left running",
+            "RSS flat (< 5% growth), KV cache back to 0, every request answered or cancelled, "
+            "nothing left running",
             f"RSS {_f(rss[0] if rss else None)} → {_f(rss[-1] if rss else None)} MiB; "
+            f"KV held max {_f(max(kv) if kv else None, 1)} MiB, after "
+            f"{_f(kv_after[0])}/{_f(kv_after[1])} bytes held/reserved; "
             f"{s['completed']} done, {s['cancelled']} cancelled, {s['errors']} errors; "
             f"running/waiting after: {_f(soak['running_after'])}/{_f(soak['waiting_after'])}",
-            flat and clean,
+            flat and clean and kv_clean,
         ))  # fmt: skip
     return out
 

@@ -88,6 +88,9 @@ def load_service(spec: ServiceSpec) -> Service:
     release = getattr(owner, "release_sequences", None)
     if callable(release):
         service.releaser = release
+    probe = getattr(owner, "kv_cache_usage", None)
+    if callable(probe):
+        service.kv_probe = probe
     service.iterative = spec.iterative
     return service
 

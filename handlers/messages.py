@@ -45,6 +45,17 @@ class BatchFailure:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class KVUsage:
+    """A generative handler's KV cache after a step: bytes its caches hold, bytes its live
+    sequences reserve, its budget (None: unbounded), and sequences held for want of budget."""
+
+    in_use: int
+    reserved: int
+    budget: int | None
+    held: int
+
+
 class HandlerRequest(Protocol):
     """What a service needs of a queued request; the server's request type provides these."""
 

@@ -20,7 +20,7 @@ import orjson
 
 from handlers.context import Context, RequestProcessor
 from handlers.errors import PredictionException
-from handlers.messages import BatchFailure, HandlerRequest, Output, Param
+from handlers.messages import BatchFailure, HandlerRequest, KVUsage, Output, Param
 from handlers.wire import Signature
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,22 @@ class Service:
         # frees the state of sequences that left without a final output
         self.continuous = False
         self.releaser: Callable[[list[str]], Any] | None = None
+        # and its optional `kv_cache_usage()`: its KV cache after a step, for the gauges
+        self.kv_probe: Callable[[], KVUsage | None] | None = None
+
+    def kv_usage(self) -> KVUsage | None:
+        """The handler's KV cache figures now (None: it reports none, or reporting failed)."""
+        if self.kv_probe is None:
+            return None
+        try:
+            usage = self.kv_probe()
+        except Exception:
+            logger.warning(
+                "Model %s: kv_cache_usage() failed", self.context.model_name, exc_info=True
+            )
+            self.kv_probe = None  # once is enough to know
+            return None
+        return usage if isinstance(usage, KVUsage) else None
 
     def release(self, request_ids: list[str]) -> None:
         """Tell the handler these sequences left (client gone, deadline passed)."""

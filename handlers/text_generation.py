@@ -11,9 +11,10 @@ model's chat template), `max_tokens`, `temperature` (default 1; 0 is greedy), `t
 `top_k`, `seed`, `stop`, `ignore_eos`. A chunk is `{"text", "token_ids", "finish_reason",
 "prompt_tokens", "completion_tokens"}`; a request the model cannot run is answered 400 with
 `{"error": ...}`. model-config.yaml `handler:` keys: `model_path` (in the archive; default:
-its `.gguf` file or the archive folder), `prefill_tokens_per_step` (256), `dtype`
-(`float32`, `bfloat16`). With `continuousBatching: false` a batch runs to its end in one call
-(static batching; chunks go out as intermediate responses), for comparing the two.
+its `.gguf` file or the archive folder), `prefill_tokens_per_step` (256), `kv_cache_mb` (the
+executor's KV cache budget; default: room for `batchSize` sequences at the full context),
+`dtype` (`float32`, `bfloat16`). With `continuousBatching: false` a batch runs to its end in
+one call (static batching; chunks go out as intermediate responses), for comparing the two.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from handlers.context import Context
 from handlers.generation.checkpoint import load_model
 from handlers.generation.stepper import DEFAULT_PREFILL_BUDGET, BadGenerationRequest, Stepper
+from handlers.messages import KVUsage
 from handlers.streaming import send_intermediate_predict_response
 
 logger = logging.getLogger(__name__)
@@ -56,10 +58,33 @@ class TextGenerationHandler:
         device = f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
         loaded = load_model(path, dtype=_DTYPES[dtype_name], device=device)
         budget = int(options.get("prefill_tokens_per_step", DEFAULT_PREFILL_BUDGET))
+        decoder = loaded.decoder
+        kv_mb = options.get("kv_cache_mb")
+        if kv_mb is None:
+            sequences = max(1, int(properties.get("batch_size") or 1))
+            kv_budget = sequences * decoder.max_context * decoder.kv_bytes_per_token
+        elif isinstance(kv_mb, bool) or not isinstance(kv_mb, int | float) or kv_mb <= 0:
+            raise ValueError(f"handler.kv_cache_mb must be a positive number, got {kv_mb!r}")
+        else:
+            kv_budget = int(kv_mb * 2**20)
         self.stepper = Stepper(
-            loaded.decoder, loaded.tokenizer, loaded.chat_template, prefill_budget=budget
+            decoder,
+            loaded.tokenizer,
+            loaded.chat_template,
+            prefill_budget=budget,
+            kv_budget_bytes=kv_budget,
         )
-        logger.info("Loaded %s on %s (max context %d)", path, device, loaded.decoder.max_context)
+        logger.info(
+            "Loaded %s on %s (max context %d, KV cache budget %.1f MiB)",
+            path,
+            device,
+            decoder.max_context,
+            kv_budget / 2**20,
+        )
+
+    def kv_cache_usage(self) -> KVUsage | None:
+        """The KV cache after the last step (the server's KV gauges read it)."""
+        return None if self.stepper is None else self.stepper.kv_usage()
 
     def release_sequences(self, request_ids: list[str]) -> None:
         """Sequences that left without finishing (client gone, deadline): free their caches."""
@@ -93,16 +118,12 @@ class TextGenerationHandler:
         else:
             while live:
                 self._step(stepper, ids, live, results, done)
-                for i in live:
-                    if not done[i]:
-                        send_intermediate_predict_response(
-                            [results[i] if j == i else None for j in range(len(data))],
-                            context.request_ids or {},
-                            "Intermediate Prediction success",
-                            200,
-                            context,
-                        )
-                live = [i for i in live if not done[i]]
+                going = {i: ids[i] for i in live if not done[i]}
+                if going:  # one chunk to each request still generating; the rest wait
+                    send_intermediate_predict_response(
+                        results, going, "Intermediate Prediction success", 200, context
+                    )
+                live = list(going)
         context.stopping_criteria = [_always(d) for d in done]
         return results
 

@@ -57,39 +57,60 @@ class LlamaDecoder:
         """Append a prompt chunk to `seq_id` (creating its cache); the last position's logits."""
         if not token_ids:
             raise GenerationError("prefill needs at least one token")
-        cache = self._caches.get(seq_id)
-        created = cache is None
-        if cache is None:
-            config = self.model.config
-            cache = SequenceCache(
-                layers=config.n_layers,
-                kv_heads=config.n_kv_heads,
-                head_dim=config.head_dim,
-                max_tokens=config.max_context,
-                block_tokens=self._block_tokens,
-                dtype=self._dtype,
-                device=self._device,
-            )
-        cache.reserve(len(token_ids))
-        if created:
-            self._caches[seq_id] = cache
-        logits = self._run(token_ids, [Segment(cache, len(token_ids))])
-        return logits[0]
+        return self.step([], [], [(seq_id, token_ids)])[1][0]
 
     def decode(self, seq_ids: Sequence[str], token_ids: Sequence[int]) -> torch.Tensor:
         """One token for each of `seq_ids` (distinct, already prefilled); `[n, vocab]` logits."""
+        return self.step(seq_ids, token_ids, [])[0]
+
+    def step(
+        self,
+        seq_ids: Sequence[str],
+        token_ids: Sequence[int],
+        chunks: Sequence[tuple[str, Sequence[int]]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decode step of `seq_ids` and prompt `chunks` in one forward pass (one read of the
+        weights): `([n, vocab], [len(chunks), vocab])`, the last logits of each."""
         if len(seq_ids) != len(token_ids):
             raise GenerationError(f"{len(seq_ids)} sequences but {len(token_ids)} tokens")
-        if len(set(seq_ids)) != len(seq_ids):
-            raise GenerationError("a sequence appears twice in one decode step")
+        named = [*seq_ids, *(seq_id for seq_id, _ in chunks)]
+        if len(set(named)) != len(named):
+            raise GenerationError("a sequence appears twice in one step")
+        if any(not chunk for _, chunk in chunks):
+            raise GenerationError("prefill needs at least one token")
         missing = [seq_id for seq_id in seq_ids if seq_id not in self._caches]
         if missing:
             raise UnknownSequence(f"no cache for sequences {missing}")
         caches = [self._caches[seq_id] for seq_id in seq_ids]
+        fresh = {s: self._new_cache() for s, _ in chunks if s not in self._caches}
+        prompts = [(self._caches.get(s) or fresh[s], chunk) for s, chunk in chunks]
         # reserve every row first, so an overflow leaves all caches untouched
         for cache in caches:
             cache.reserve(1)
-        return self._run(token_ids, [Segment(cache, 1) for cache in caches])
+        for cache, chunk in prompts:
+            cache.reserve(len(chunk))
+        self._caches.update(fresh)
+        tokens = [*token_ids, *(t for _, chunk in chunks for t in chunk)]
+        segments = [Segment(c, 1) for c in caches] + [Segment(c, len(t)) for c, t in prompts]
+        try:
+            logits = self._run(tokens, segments)
+        except Exception:
+            for seq_id in fresh:
+                del self._caches[seq_id]
+            raise
+        return logits[: len(caches)], logits[len(caches) :]
+
+    def _new_cache(self) -> SequenceCache:
+        config = self.model.config
+        return SequenceCache(
+            layers=config.n_layers,
+            kv_heads=config.n_kv_heads,
+            head_dim=config.head_dim,
+            max_tokens=config.max_context,
+            block_tokens=self._block_tokens,
+            dtype=self._dtype,
+            device=self._device,
+        )
 
     def release(self, seq_id: str) -> None:
         """Drop `seq_id`'s cache; its memory is freed once no tensor refers to it."""

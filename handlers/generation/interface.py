@@ -71,6 +71,16 @@ class GenerationModel(Protocol):
         """
         ...
 
+    def step(
+        self,
+        seq_ids: Sequence[str],
+        token_ids: Sequence[int],
+        chunks: Sequence[tuple[str, Sequence[int]]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`decode(seq_ids, token_ids)` and a `prefill` of each `(seq_id, tokens)` chunk in
+        one pass: `([n, vocab], [len(chunks), vocab])`. A sequence appears once per step."""
+        ...
+
     def release(self, seq_id: str) -> None:
         """Free `seq_id`'s cache now; a later call naming it raises `UnknownSequence`."""
         ...

@@ -1,8 +1,16 @@
 """Many sequences advanced one step at a time: chunked prefill within a token budget, one
-batched decode, sampling, stop strings and detokenizing per sequence.
+batched decode, sampling, stop strings and detokenizing per sequence, and admission within a
+KV cache budget.
 
 The executor-side half of the step scheduler (serve.batching.steps): the scheduler decides
 which sequences are live; this decides how far each gets in one step.
+
+KV budget: a sequence reserves the cache its prompt and its whole `max_tokens` can take
+(TGI's admission by total tokens), so a running sequence never runs out; one that does not fit
+waits, unprefilled, until finished or released sequences give their share back, and the ones
+behind it wait too (first come, first served). `held` counts them: the loop's scheduler
+admits no more into this executor while any is held. A sequence that could never fit is a
+400 when it starts.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from handlers.generation.interface import GenerationModel
 from handlers.generation.sampling import Sampler, SamplingParams
 from handlers.generation.text import SequenceText, TextDelta, clamp_max_tokens
 from handlers.generation.tokenizer import Tokenizer
+from handlers.messages import KVUsage
 
 DEFAULT_PREFILL_BUDGET = 256  # prompt tokens per step, so a long prompt cannot stall decodes
 
@@ -35,6 +44,8 @@ class Sequence_:
     prefilled: int = 0
     next_token: int | None = None  # sampled, not yet fed to the model
     emitted: list[int] = field(default_factory=list)
+    kv_bytes: int = 0  # reserved: its prompt and max_tokens at the model's bytes per token
+    admitted: bool = False  # within the KV budget (its prefill may start)
 
     @property
     def prompt_tokens(self) -> int:
@@ -72,12 +83,22 @@ class Stepper:
         chat_template: ChatTemplate | None,
         *,
         prefill_budget: int = DEFAULT_PREFILL_BUDGET,
+        kv_budget_bytes: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.prefill_budget = max(1, prefill_budget)
+        self.kv_budget_bytes = kv_budget_bytes  # None: no bound
         self.sequences: dict[str, Sequence_] = {}
+        self.kv_reserved = 0  # bytes reserved by admitted sequences
+        self.held = 0  # sequences waiting for KV budget after the last step
+
+    def kv_usage(self) -> KVUsage:
+        """The caches' bytes, the reservations, the budget and the held sequences, now."""
+        return KVUsage(
+            self.model.kv_bytes_in_use(), self.kv_reserved, self.kv_budget_bytes, self.held
+        )
 
     def start(self, seq_id: str, body: Any) -> Sequence_:
         """A new sequence from a request body (see `parse`); BadGenerationRequest if unfit."""
@@ -98,14 +119,27 @@ class Stepper:
             stop=stop,
             skip_ids=self.tokenizer.special_ids,
         )
-        seq = Sequence_(seq_id, prompt, Sampler(params), text)
+        kv_bytes = (len(prompt) + limit) * self.model.kv_bytes_per_token
+        budget = self.kv_budget_bytes
+        if budget is not None and kv_bytes > budget:
+            raise BadGenerationRequest(
+                f"the prompt ({len(prompt)} tokens) plus max_tokens ({limit}) need "
+                f"{kv_bytes} bytes of KV cache, more than this model's budget of {budget} "
+                "bytes (handler.kv_cache_mb): ask for fewer tokens"
+            )
+        seq = Sequence_(seq_id, prompt, Sampler(params), text, kv_bytes=kv_bytes)
         self.sequences[seq_id] = seq
         return seq
 
     def release(self, seq_ids: Iterable[str]) -> None:
         """Forget these sequences and free their caches (unknown ids are ignored)."""
         for seq_id in seq_ids:
-            if self.sequences.pop(seq_id, None) is not None and self.model.sequence_length(seq_id):
+            seq = self.sequences.pop(seq_id, None)
+            if seq is None:
+                continue
+            if seq.admitted:
+                self.kv_reserved -= seq.kv_bytes
+            if self.model.sequence_length(seq_id):
                 self.model.release(seq_id)
 
     def step(self, seq_ids: Sequence[str]) -> dict[str, StepOutput]:
@@ -114,30 +148,50 @@ class Stepper:
         out: dict[str, StepOutput] = {}
         live = [self.sequences[s] for s in seq_ids]
         decoding = [s for s in live if s.next_token is not None]
-        if decoding:
-            tokens = [s.next_token for s in decoding if s.next_token is not None]
-            logits = self.model.decode([s.seq_id for s in decoding], tokens)
-            for row, seq in enumerate(decoding):
-                out[seq.seq_id] = self._sample(seq, logits[row])
+        self._admit(live)
         budget = self.prefill_budget
+        prefilling: list[tuple[Sequence_, list[int]]] = []
         for seq in live:
-            if seq.next_token is not None or seq.seq_id in out:
+            if seq.next_token is not None:
                 continue
-            if budget <= 0:
+            if budget <= 0 or not seq.admitted:
                 out[seq.seq_id] = _nothing(seq)  # waits for the next step's budget
                 continue
             chunk = seq.prompt[seq.prefilled : seq.prefilled + budget]
-            logits_row = self.model.prefill(seq.seq_id, chunk)
-            seq.prefilled += len(chunk)
+            prefilling.append((seq, chunk))
             budget -= len(chunk)
-            if seq.prefilled < len(seq.prompt):
-                out[seq.seq_id] = _nothing(seq)
-            else:
-                out[seq.seq_id] = self._sample(seq, logits_row)
+        if decoding or prefilling:  # one forward pass for the decodes and the prompt chunks
+            decoded, prefilled = self.model.step(
+                [s.seq_id for s in decoding],
+                [s.next_token for s in decoding if s.next_token is not None],
+                [(seq.seq_id, chunk) for seq, chunk in prefilling],
+            )
+            for row, seq in enumerate(decoding):
+                out[seq.seq_id] = self._sample(seq, decoded[row])
+            for row, (seq, chunk) in enumerate(prefilling):
+                seq.prefilled += len(chunk)
+                if seq.prefilled < len(seq.prompt):
+                    out[seq.seq_id] = _nothing(seq)
+                else:
+                    out[seq.seq_id] = self._sample(seq, prefilled[row])
         for seq_id, output in out.items():
             if output.finish_reason is not None:
                 self.release([seq_id])
         return out
+
+    def _admit(self, live: list[Sequence_]) -> None:
+        """Reserve KV for waiting sequences in order, until one does not fit."""
+        budget = self.kv_budget_bytes
+        held = 0
+        for seq in live:
+            if seq.admitted:
+                continue
+            if held or (budget is not None and self.kv_reserved + seq.kv_bytes > budget):
+                held += 1
+                continue
+            seq.admitted = True
+            self.kv_reserved += seq.kv_bytes
+        self.held = held
 
     def _sample(self, seq: Sequence_, logits: Any) -> StepOutput:
         token = seq.sampler.sample(logits).token_id

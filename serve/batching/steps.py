@@ -14,9 +14,11 @@ batch already done, so the executor skips it and tells the handler to free its s
 (`release_sequences`), and a TorchServe handler sees its id missing, as in TorchServe.
 
 Admission is first come, first served, so no queued request is passed over; the prompt
-tokens a step may prefill are bounded on the executor side (handlers.generation.stepper),
-where the prompt is tokenized, so the loop never tokenizes. `response_timeout` applies per
-step, as TorchServe applies it per iteration.
+tokens a step may prefill and the KV cache a sequence reserves are bounded on the executor
+side (handlers.generation.stepper), where the prompt is tokenized, so the loop never
+tokenizes. The executor reports its KV cache after each step (`Executor.kv`); while it holds
+sequences for want of KV budget, this admits no more into it, and those held count as
+waiting. `response_timeout` applies per step, as TorchServe applies it per iteration.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from handlers.messages import BatchFailure, Output
+from handlers.messages import BatchFailure, KVUsage, Output
 from serve.batching import door
 from serve.batching.batcher import Runner
 from serve.errors import (
@@ -94,15 +96,32 @@ class StepScheduler:
 
     @property
     def pending(self) -> int:
-        """Requests waiting for a slot."""
-        return len(self._pending)
+        """Requests waiting for a slot, or in one but held for want of KV budget."""
+        return len(self._pending) + sum(_held(runner) for runner in self._lanes)
 
     @property
     def running(self) -> int:
-        """Sequences live in executors."""
+        """Sequences live in executors (less those held for KV budget)."""
+        live = sum(len(lane.live) for lane in self._lanes.values())
+        return live - sum(_held(runner) for runner in self._lanes)
+
+    @property
+    def in_flight(self) -> int:
+        """Sequences inside executors, held or not."""
         return sum(len(lane.live) for lane in self._lanes.values())
 
-    in_flight = running
+    def kv_usage(self) -> KVUsage | None:
+        """The executors' KV caches summed (None: no executor reports one)."""
+        usages = [u for u in (_kv(runner) for runner in self._lanes) if u is not None]
+        if not usages:
+            return None
+        budgets = [u.budget for u in usages]
+        return KVUsage(
+            sum(u.in_use for u in usages),
+            sum(u.reserved for u in usages),
+            None if None in budgets else sum(b for b in budgets if b is not None),
+            sum(u.held for u in usages),
+        )
 
     # --- the surface -----------------------------------------------------------------------
 
@@ -189,7 +208,7 @@ class StepScheduler:
             live = lane.live = [r for r in live if not r.done]
         now = time.monotonic()
         admitted = 0
-        if not runner.retiring:
+        if not runner.retiring and not _held(runner):  # held: its KV budget is spent
             pending = self._pending
             while pending and len(live) < self.batch_size:
                 request = pending.popleft()
@@ -292,3 +311,13 @@ class StepScheduler:
     def _check_drained(self) -> None:
         if not self._pending and not any(lane.live for lane in self._lanes.values()):
             self._drained.set()
+
+
+def _kv(runner: Runner) -> KVUsage | None:
+    usage = getattr(runner, "kv", None)  # an Executor's report after its last step
+    return usage if isinstance(usage, KVUsage) else None
+
+
+def _held(runner: Runner) -> int:
+    usage = _kv(runner)
+    return 0 if usage is None else usage.held

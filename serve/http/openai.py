@@ -173,7 +173,7 @@ async def _chunks(
     request = answer.request
     async for output in answer.chunks():
         _check(output.status, output.body)
-        chunk = orjson.loads(output.body)
+        chunk = _parsed(output.body)
         now = time.monotonic()
         if chunk.get("token_ids"):
             if not choice.last_token_at:
@@ -195,6 +195,21 @@ async def _chunks(
         yield chunk
         if output.final:
             return
+
+
+def _parsed(body: bytes) -> dict[str, Any]:
+    """A generation chunk (handlers.generation.stepper.StepOutput.as_json), or a 500 naming
+    what the handler sent instead (the stream then ends with an error chunk)."""
+    try:
+        chunk = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise InternalError(
+            "the model's handler answered a chunk that is not a generation chunk (a JSON "
+            f"object with text, token_ids, finish_reason): {body[:60]!r}"
+        )
+    return chunk
 
 
 async def _collect(choice: _Choice, answer: Answer, tokens: TokenMetrics, started: float) -> None:
@@ -230,6 +245,10 @@ async def _stream(
                 await events.put((choice, chunk))
         except ServeError as error:
             await events.put((choice, error))
+            return
+        except Exception:  # a bug: end this stream with an error chunk, never leave it hanging
+            logger.exception("Request %s: reading choice %d failed", answer_id, choice.index)
+            await events.put((choice, InternalError("reading the model's output failed")))
             return
         await events.put((choice, None))
 

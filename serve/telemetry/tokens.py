@@ -33,6 +33,21 @@ class Figures(Protocol):
 
     steps: int
 
+    def kv_usage(self) -> KVFigures | None: ...
+
+
+class KVFigures(Protocol):
+    """The executors' KV caches summed (handlers.messages.KVUsage)."""
+
+    @property
+    def in_use(self) -> int: ...
+
+    @property
+    def reserved(self) -> int: ...
+
+    @property
+    def budget(self) -> int | None: ...
+
 
 class TokenMetrics:
     """One version's token histograms and counters; updated on the loop by the OpenAI door."""
@@ -88,6 +103,22 @@ def families(models: Iterable[tuple[str, str, TokenMetrics]]) -> Iterator[Metric
     steps = CounterMetricFamily(
         "serve_generation_steps", "Steps run by the step scheduler", labels=_LABELS
     )
+    kv_in_use = GaugeMetricFamily(
+        "serve_kv_cache_bytes", "Bytes the live sequences' KV caches hold", labels=_LABELS
+    )
+    kv_reserved = GaugeMetricFamily(
+        "serve_kv_cache_reserved_bytes",
+        "KV cache bytes reserved by admitted sequences (prompt plus max_tokens)",
+        labels=_LABELS,
+    )
+    kv_budget = GaugeMetricFamily(
+        "serve_kv_cache_budget_bytes", "The executors' KV cache budget", labels=_LABELS
+    )
+    kv_perc = GaugeMetricFamily(
+        "serve_kv_cache_usage_perc",
+        "Fraction of the KV cache budget reserved (vLLM's kv_cache_usage_perc)",
+        labels=_LABELS,
+    )
     for name, version, m in models:
         key = [name, version]
         for attr, family in histograms.items():
@@ -101,5 +132,13 @@ def families(models: Iterable[tuple[str, str, TokenMetrics]]) -> Iterator[Metric
             running.add_metric(key, m.figures.running)
             waiting.add_metric(key, m.figures.pending)
             steps.add_metric(key, m.figures.steps)
+            kv = m.figures.kv_usage()
+            if kv is not None:
+                kv_in_use.add_metric(key, kv.in_use)
+                kv_reserved.add_metric(key, kv.reserved)
+                if kv.budget:
+                    kv_budget.add_metric(key, kv.budget)
+                    kv_perc.add_metric(key, kv.reserved / kv.budget)
     yield from histograms.values()
     yield from (prompt, generated, finished, running, waiting, steps)
+    yield from (kv_in_use, kv_reserved, kv_budget, kv_perc)

@@ -19,7 +19,7 @@ from typing import Any
 
 from handlers.batch import run_batch
 from handlers.loader import ServiceSpec, load_service
-from handlers.messages import BatchFailure, Output
+from handlers.messages import BatchFailure, KVUsage, Output
 from handlers.service import Service
 from handlers.util import forget_private_modules
 from handlers.wire import Signature
@@ -59,6 +59,7 @@ class Executor:
         self.thread_seconds: float | None = None  # the last batch's time outside the handler
         self.thread_at = 0.0  # when it was measured (the newest executor's is exported)
         self.signature: Signature | None = None  # what a tensor handler declares, once loaded
+        self.kv: KVUsage | None = None  # a generative handler's KV cache after its last step
         self._spec = spec
         self._budget = budget
         self._loop = loop
@@ -155,6 +156,8 @@ class Executor:
                 # TorchServe's WorkerThreadTime: the batch's time outside the handler
                 self.thread_seconds = max(0.0, seconds - service.handler_seconds)
                 self.thread_at = time.monotonic()
+            if service.continuous:
+                self.kv = service.kv_usage()  # read on the loop by the step scheduler
             if live is not batch:
                 result = _spread(batch, live, result)
             self._post(self._on_complete, self, batch, result, seconds)

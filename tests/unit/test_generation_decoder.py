@@ -98,6 +98,34 @@ def test_sequences_join_and_leave_between_steps(decoder: LlamaDecoder) -> None:
     torch.testing.assert_close(alone.decode(["b"], [3])[0], only_b[0], atol=1e-5, rtol=1e-5)
 
 
+def test_one_mixed_step_equals_separate_decode_and_prefills(decoder: LlamaDecoder) -> None:
+    """A decode and prompt chunks in one pass: a new sequence, a long prompt's second chunk."""
+    separate = LlamaDecoder(decoder.model, block_tokens=8)
+    for model in (decoder, separate):
+        model.prefill("a", PROMPTS["mid"])
+        model.prefill("long", PROMPTS["long"][:10])
+    decoded, prefilled = decoder.step(
+        ["a"], [4], [("new", PROMPTS["short"]), ("long", PROMPTS["long"][10:])]
+    )
+    torch.testing.assert_close(decoded[0], separate.decode(["a"], [4])[0], atol=1e-5, rtol=1e-5)
+    for row, (seq_id, chunk) in enumerate([("new", PROMPTS["short"]),
+                                          ("long", PROMPTS["long"][10:])]):  # fmt: skip
+        expected = separate.prefill(seq_id, chunk)
+        torch.testing.assert_close(prefilled[row], expected, atol=1e-5, rtol=1e-5)
+    assert decoder.sequence_length("long") == len(PROMPTS["long"])
+    assert decoder.kv_bytes_in_use() == separate.kv_bytes_in_use()
+
+
+def test_a_mixed_step_that_overflows_creates_and_extends_nothing(decoder: LlamaDecoder) -> None:
+    decoder.prefill("a", PROMPTS["long"])
+    with pytest.raises(ContextOverflow):
+        decoder.step(["a"], [1], [("new", [1, 2]), ("big", list(range(97)))])
+    assert decoder.sequence_length("a") == len(PROMPTS["long"])
+    assert decoder.sequence_length("new") == decoder.sequence_length("big") == 0
+    with pytest.raises(GenerationError, match="twice"):
+        decoder.step(["a"], [1], [("a", [2])])
+
+
 def test_release_frees_the_cache(decoder: LlamaDecoder) -> None:
     assert decoder.kv_bytes_in_use() == 0
     decoder.prefill("a", PROMPTS["long"])  # 35 tokens: 5 blocks of 8
