@@ -9,9 +9,8 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
-from serve.api.operations import MAX_INT
 from serve.auth.public import PUBLIC_PATHS, template
-from serve.config import MAX_WORKERS
+from serve.config import MAX_INT, MAX_WORKERS
 from serve.http import oip_openapi
 
 _ERROR = {

@@ -373,6 +373,7 @@ def test_a_streamed_answer_carries_the_sequence_id_on_its_first_chunk(stateful: 
 
     def stream(seq: str | None) -> tuple[dict[str, str], list[str]]:
         address = urlsplit(stateful.inference)
+        assert address.hostname is not None
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
         try:
             headers = {"Content-Type": "application/octet-stream", **({SEQ: seq} if seq else {})}
