@@ -73,7 +73,7 @@ _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
 _INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
-_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_INT}
 _BOOL = {"type": "boolean"}
 _TIMEOUT = _param(
     "X-Request-Timeout",
