@@ -37,7 +37,7 @@ from serve.ports import bind_error
 from serve.snapshots import Snapshots, snapshot_folder
 from serve.snapshots.restore import Restore, restore
 from serve.snapshots.traffic import restore_traffic
-from serve.telemetry import access_log
+from serve.telemetry import access_log, system_metrics
 from serve.telemetry.metrics import ServerMetrics, watch_loop_lag
 from serve.workers.devices import visible_gpu_count
 from serve.workers.intraop import ThreadBudget
@@ -181,6 +181,13 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
         stack.callback(_call_all, refuse)
         lag = asyncio.create_task(watch_loop_lag(metrics))
         stack.callback(lag.cancel)
+        if metrics.frontend_log is not None and not config.disable_system_metrics:
+            system = asyncio.create_task(
+                system_metrics.log_periodically(
+                    metrics.frontend_log, metrics.host, config.metric_time_interval
+                )
+            )
+            stack.callback(system.cancel)
         if restored.failed:
             _carry(snapshots, restored, config)
         await registry.start_workers(deferred)

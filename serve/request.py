@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import re
@@ -49,6 +50,7 @@ class InferenceRequest:
         "deadline",
         "describe",
         "dispatched",
+        "echo_sequence",
         "explain",
         "finished",
         "future",
@@ -57,6 +59,7 @@ class InferenceRequest:
         "params",
         "payload",
         "request_id",
+        "sequence_end",
         "sequence_id",
         "sequence_start",
         "shadow",
@@ -82,6 +85,7 @@ class InferenceRequest:
         explain: bool = False,
         url_path: str = "",
         sequence_id: str | None = None,
+        sequence_end: bool = False,
         describe: bool = False,
         shadow: bool = False,
     ) -> None:
@@ -96,6 +100,9 @@ class InferenceRequest:
         self.url_path = url_path
         self.sequence_id = sequence_id
         self.sequence_start = False  # the scheduler opened a sequence for it (a new id)
+        # the client's last request of its sequence (gRPC's `ts_request_sequence_end` input)
+        self.sequence_end = sequence_end
+        self.echo_sequence = False  # a sequence batcher's: the answer carries the id header
         self.abandoned = False  # its stream ended early (client gone, error): no more chunks
         self.describe = describe
         self.shadow = shadow
@@ -119,6 +126,8 @@ class InferenceRequest:
             flags.append((SEQUENCE_HEADER, self.sequence_id))
             if self.sequence_start:
                 flags.append((SEQUENCE_START_HEADER, "true"))
+            if self.sequence_end:
+                flags.append((SEQUENCE_END_HEADER, "true"))
         if self.shadow:
             flags.append(SHADOW_HEADER)
         return (*self.client_headers, *flags)
@@ -172,6 +181,8 @@ class InferenceRequest:
         if not self.future.done():
             if not output.final:
                 self.stream = asyncio.Queue()
+            if self.echo_sequence:
+                output = _with_sequence_id(output, self.sequence_id)
             self.future.set_result(output)
         elif self.stream is not None:
             self.stream.put_nowait(output)
@@ -197,6 +208,9 @@ class InferenceRequest:
 # TorchServe's header for a request's sequence id (gRPC `sequence_id`), renamable as there
 SEQUENCE_HEADER = os.getenv("TS_REQUEST_SEQUENCE_ID", "ts_request_sequence_id")
 SEQUENCE_START_HEADER = os.getenv("TS_REQUEST_SEQUENCE_START", "ts_request_sequence_start")
+# as a handler's response header it ends the sequences it names ("id" or "id1;id2"); as a
+# request header ("true") it tells the handler this request is its sequence's last
+SEQUENCE_END_HEADER = os.getenv("TS_REQUEST_SEQUENCE_END", "ts_request_sequence_end")
 SHADOW_HEADER = ("x-shadow", "true")  # marks a shadow copy for its handler
 
 # Request ids are shaped like UUID4s: a random prefix drawn once per process, then a counter.
@@ -204,6 +218,16 @@ SHADOW_HEADER = ("x-shadow", "true")  # marks a shadow copy for its handler
 # f-string rather than reading os.urandom on every request.
 _ID_PREFIX = str(uuid.uuid4())[:24]
 _ids = itertools.count()
+
+
+def _with_sequence_id(output: Output, sid: str | None) -> Output:
+    """A stateful answer carries its sequence id header (unless the handler set it already).
+
+    Only the first output's headers reach a client (a streamed response's are its first
+    chunk's), whether it came from the batch's result or an intermediate response."""
+    if not sid or SEQUENCE_HEADER in output.headers:
+        return output
+    return dataclasses.replace(output, headers={**output.headers, SEQUENCE_HEADER: sid})
 
 
 def new_request_id() -> str:

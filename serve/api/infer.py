@@ -48,6 +48,7 @@ class Call:
     explain: bool = False
     url_path: str = ""
     sequence_id: str | None = None
+    sequence_end: bool = False  # the client's last request of its sequence (gRPC's input key)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -165,6 +166,7 @@ def _queue(registry: Registry, route: Route, call: Call, payload: Payload) -> Pe
         explain=call.explain,
         url_path=call.url_path,
         sequence_id=call.sequence_id,
+        sequence_end=call.sequence_end,
     )
     route.submit(request)
     return Pending(route, call, request)

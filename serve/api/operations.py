@@ -16,17 +16,14 @@ from typing import Any
 import orjson
 
 from serve.api.params import bool_param, float_param, int_param, str_param
-from serve.config import MAX_WORKERS, Config
+from serve.config import MAX_INT, MAX_WORKERS, Config
 from serve.errors import BadRequest, Conflict, MethodNotAllowed, ServiceUnavailable
 from serve.models.registry import RegisterParams, Registry
-from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.models.version import ModelVersion
 from serve.request import InferenceRequest
 from serve.routing.split import InvalidSplit, Split
 
 MAX_PAGE = 100
-# TorchServe parses these as Java ints, so a larger value is a 400 there too (and it would not
-# fit the describe JSON, which holds 64-bit integers at most).
-MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +73,9 @@ def register_params(values: Mapping[str, Any]) -> RegisterParams:
         batch_size=int_param(values, "batch_size", minimum=1, maximum=MAX_INT),
         max_batch_delay=int_param(values, "max_batch_delay", minimum=0, maximum=MAX_INT),
         initial_workers=int_param(values, "initial_workers", minimum=0, maximum=MAX_WORKERS),
-        response_timeout=float_param(values, "response_timeout", 0),
+        response_timeout=float_param(values, "response_timeout", 0, MAX_INT),
         synchronous=bool_param(values, "synchronous", True),
-        startup_timeout=float_param(values, "startup_timeout", 0) or STARTUP_TIMEOUT,
+        startup_timeout=float_param(values, "startup_timeout", 0, MAX_INT),
     )
 
 

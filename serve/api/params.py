@@ -26,26 +26,43 @@ def int_param(
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise BadRequest(f"Parameter {name} must be an integer, got {raw!r}") from None
+        raise BadRequest(f"Parameter {name} must be an integer, got {_shown(raw)}") from None
+    allowed = "" if minimum is None or maximum is None else f" (from {minimum} to {maximum})"
     if minimum is not None and value < minimum:
-        raise BadRequest(f"Parameter {name} must be at least {minimum}, got {value}")
+        raise BadRequest(
+            f"Parameter {name} must be at least {minimum}{allowed}, got {_shown(value)}"
+        )
     if maximum is not None and value > maximum:
-        raise BadRequest(f"Parameter {name} must be at most {maximum}, got {value}")
+        raise BadRequest(
+            f"Parameter {name} must be at most {maximum}{allowed}, got {_shown(value)}"
+        )
     return value
 
 
-def float_param(params: Mapping[str, Any], name: str, minimum: float) -> float | None:
-    """An optional finite number parameter (strictly greater than minimum)."""
+def float_param(
+    params: Mapping[str, Any], name: str, minimum: float, maximum: float | None = None
+) -> float | None:
+    """An optional finite number parameter, greater than minimum and at most maximum."""
     raw = params.get(name)
     if raw is None or raw == "":
         return None
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise BadRequest(f"Parameter {name} must be a number, got {raw!r}") from None
-    if isinstance(raw, bool) or not math.isfinite(value) or not value > minimum:
-        raise BadRequest(f"Parameter {name} must be greater than {minimum:g}, got {raw!r}")
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"Parameter {name} must be a number, got {_shown(raw)}") from None
+    too_big = maximum is not None and not value <= maximum
+    if isinstance(raw, bool) or not math.isfinite(value) or not value > minimum or too_big:
+        allowed = f"greater than {minimum:g}"
+        if maximum is not None:
+            allowed += f" and at most {int(maximum) if float(maximum).is_integer() else maximum}"
+        raise BadRequest(f"Parameter {name} must be {allowed}, got {_shown(raw)}")
     return value
+
+
+def _shown(raw: Any, limit: int = 40) -> str:
+    """A bad value as an error message quotes it: shortened, so a huge one stays readable."""
+    text = repr(raw)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -9,7 +9,9 @@ requests run in order. Decisions are serve.batching.sequence_policy's; this modu
 
 The sequence table (serve.batching.sequence_table) holds the open sequences and ends them:
 idle past sequenceMaxIdleMSec, sequenceTimeoutMSec after they opened, named by a handler in the
-`ts_request_sequence_end` response header, or when their executor retires or fails. An ended
+`ts_request_sequence_end` response header, after a request the client marked as its
+sequence's last (gRPC's `ts_request_sequence_end` input), or when their executor retires or
+fails. Every answer carries the sequence id header, streamed ones on their first chunk. An ended
 id is remembered, and a request naming it is answered 503 saying why (TorchServe silently
 opens a new sequence on another worker, whose handler then fails on the missing state).
 
@@ -23,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,12 +41,9 @@ from serve.errors import (
     ServeError,
     ServiceUnavailable,
 )
-from serve.request import SEQUENCE_HEADER, InferenceRequest
+from serve.request import SEQUENCE_END_HEADER, InferenceRequest
 
 logger = logging.getLogger(__name__)
-
-# the response header by which a handler ends sequences ("id" or "id1;id2"), as in TorchServe
-END_HEADER = os.getenv("TS_REQUEST_SEQUENCE_END", "ts_request_sequence_end")
 
 
 class SequenceBatcher:
@@ -119,6 +117,7 @@ class SequenceBatcher:
             self._queued(request)
             return
         sequence = self._table.open_for(request)
+        request.echo_sequence = True
         if len(sequence.queue) >= self.settings.queue_size:
             raise ServiceUnavailable(
                 f'{self.label}: sequence "{sequence.id}" already has '
@@ -173,6 +172,7 @@ class SequenceBatcher:
         self._flights.start_next(runner, time.monotonic())  # no inbox here: forgets it
         continuing: list[InferenceRequest] = []
         ended: list[str] = []
+        client_ended: list[Sequence] = []
         for idx, request in enumerate(batch):
             sequence = self._table.get(request.sequence_id)
             if isinstance(result, BatchFailure):
@@ -183,7 +183,7 @@ class SequenceBatcher:
                 final = output.final
                 if final or self.settings.continuous:
                     ended.extend(_ended_ids(output))
-                    request.deliver(_with_id(output, request.sequence_id or ""))
+                    request.deliver(output)
                     if not final and not request.future.cancelled():
                         continuing.append(request)
                 else:  # a plain batcher has no second iteration: the stream ends here
@@ -191,11 +191,15 @@ class SequenceBatcher:
                     final = True
             if sequence is not None and final:
                 sequence.running -= 1
+                if request.sequence_end:
+                    client_ended.append(sequence)
                 self._table.maybe_idle(sequence)
         for sid in ended:
             sequence = self._table.get(sid)
             if sequence is not None:
                 self._table.end(sequence, "was ended by the handler")
+        for sequence in client_ended:
+            self._table.end(sequence, "was ended by its client (ts_request_sequence_end)")
         if continuing:
             self._continuing[runner] = continuing
         self._check_drained()
@@ -374,12 +378,5 @@ def _wanted(request: InferenceRequest) -> bool:
 
 
 def _ended_ids(output: Output) -> list[str]:
-    value = output.headers.get(END_HEADER)
+    value = output.headers.get(SEQUENCE_END_HEADER)
     return [part for part in str(value).split(";") if part] if value else []
-
-
-def _with_id(output: Output, sid: str) -> Output:
-    """The answer with the sequence id header (a handler may have set it already)."""
-    if not sid or SEQUENCE_HEADER in output.headers:
-        return output
-    return dataclasses.replace(output, headers={**output.headers, SEQUENCE_HEADER: sid})

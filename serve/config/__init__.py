@@ -10,6 +10,7 @@ from serve.config.load import load_config
 from serve.config.schema import (
     DEFAULT_ALLOWED_URLS,
     DEFAULT_MAX_DOWNLOAD_SIZE,
+    MAX_INT,
     MAX_WORKERS,
     SHAREABLE,
     TRAFFIC_KEY,
@@ -25,6 +26,7 @@ from serve.config.validate import build_config, parse_address
 __all__ = [
     "DEFAULT_ALLOWED_URLS",
     "DEFAULT_MAX_DOWNLOAD_SIZE",
+    "MAX_INT",
     "MAX_WORKERS",
     "SHAREABLE",
     "TRAFFIC_KEY",

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 # Each worker is a thread holding its own model copy: a typo such as min_worker=10000 would
 # start that many threads and take the machine down, so the config and the APIs refuse more.
 MAX_WORKERS = 256
+# TorchServe reads its numeric parameters and keys as Java ints: a larger count, delay or
+# timeout is refused (it would also not fit the describe JSON's 64-bit integers or a snapshot)
+MAX_INT = 2**31 - 1
 DEFAULT_ALLOWED_URLS = ("file://.*", "http(s)?://.*")
 TRAFFIC_KEY = "traffic"  # reserved beside the versions of a `models:` entry
 DEFAULT_MAX_DOWNLOAD_SIZE = 10 * 1024**3
@@ -84,6 +87,7 @@ class Config:
     job_queue_size: int = 100
     max_request_size: int = 6553500
     default_response_timeout: float = 120.0
+    default_startup_timeout: float = 120.0  # a model's startupTimeout when none is given
     enable_model_api: bool = False
     disable_token_authorization: bool = False
     token_expiration_min: float = 60.0
@@ -103,6 +107,9 @@ class Config:
     metrics_config: Path | None = None  # TorchServe's metrics.yaml; read into `metrics`
     metrics_mode: str = "prometheus"
     model_metrics_auto_detect: bool = False
+    # TorchServe's periodic host metrics in ts_metrics.log (metrics_mode log or legacy)
+    disable_system_metrics: bool = False
+    metric_time_interval: float = 60.0  # seconds between two of them
     models: Mapping[str, Mapping[str, ModelSettings]] = field(default_factory=dict)
     model_snapshot: Mapping[str, Mapping[str, SnapshotVersion]] = field(default_factory=dict)
     snapshot_dir: Path | None = None

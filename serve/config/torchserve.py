@@ -148,6 +148,7 @@ KEYS: dict[str, Row] = {
     "job_queue_size": Row("job_queue_size", _integer),
     "max_request_size": Row("max_request_size", _integer),
     "default_response_timeout": Row("default_response_timeout", _number),
+    "default_startup_timeout": Row("default_startup_timeout", _number),
     "enable_model_api": Row("enable_model_api", _boolean),
     "disable_token_authorization": Row("disable_token_authorization", _boolean),
     "token_expiration_min": Row("token_expiration_min", _number),
@@ -170,6 +171,8 @@ KEYS: dict[str, Row] = {
     "metrics_config": Row("metrics_config", _text),
     "metrics_mode": Row("metrics_mode", _text),
     "model_metrics_auto_detect": Row("model_metrics_auto_detect", _boolean),
+    "disable_system_metrics": Row("disable_system_metrics", _boolean),
+    "metric_time_interval": Row("metric_time_interval", _number),
 }
 
 # gRPC listeners: TorchServe splits them into a host key and a port key
@@ -184,11 +187,9 @@ IGNORED = frozenset(
         "enable_envvars_config",
         "use_env_allowed_urls",
         "max_response_size",
-        "default_startup_timeout",
         "unregister_model_timeout",
         "enable_metrics_api",
         "metrics_format",
-        "metric_time_interval",
         "async_logging",
         "number_of_netty_threads",
         "netty_client_threads",
@@ -214,7 +215,6 @@ IGNORED = frozenset(
         "workflow_store",
         "python",
         "system_metrics_cmd",
-        "disable_system_metrics",
         "ts_header_key_sequence_id",
         "ts_header_key_sequence_start",
         "ts_header_key_sequence_end",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from serve.config.schema import (
+    MAX_INT,
     MAX_WORKERS,
     SHAREABLE,
     TRAFFIC_KEY,
@@ -59,6 +60,8 @@ def _positive(unit: str) -> Callable[[str, Any], float]:
             raise ConfigError(key, f"expected a number of {unit}, got {value!r}")
         if value <= 0:
             raise ConfigError(key, f"must be greater than 0, got {value}")
+        if not value <= MAX_INT:  # also NaN
+            raise ConfigError(key, f"must be at most {MAX_INT}, got {value}")
         return float(value)
 
     return check
@@ -156,8 +159,8 @@ def _devices(key: str, value: Any) -> tuple[int, ...]:
 
 
 _MODEL_KEYS: dict[str, Callable[[str, Any], Any]] = {
-    "batch_size": _int(1),
-    "max_batch_delay": _int(0),
+    "batch_size": _int(1, MAX_INT),
+    "max_batch_delay": _int(0, MAX_INT),
     "min_workers": _int(0, MAX_WORKERS),
     "max_workers": _int(0, MAX_WORKERS),
     "response_timeout": _seconds,
@@ -249,6 +252,7 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "job_queue_size": _int(1),
     "max_request_size": _int(1),
     "default_response_timeout": _seconds,
+    "default_startup_timeout": _seconds,
     "enable_model_api": _bool,
     "disable_token_authorization": _bool,
     "token_expiration_min": _minutes,
@@ -268,6 +272,8 @@ _KEYS: dict[str, Callable[[str, Any], Any]] = {
     "metrics_config": _path,
     "metrics_mode": _metrics_mode,
     "model_metrics_auto_detect": _bool,
+    "disable_system_metrics": _bool,
+    "metric_time_interval": _seconds,
     "models": _models,
     "model_snapshot": _model_snapshot,
     "snapshot_dir": _path,

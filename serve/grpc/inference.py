@@ -39,6 +39,7 @@ from serve.grpc.gen.org.pytorch.serve.grpc.inference import (
 )
 from serve.grpc.transport import prediction_bytes, send_unary
 from serve.models.registry import Registry
+from serve.request import SEQUENCE_END_HEADER
 
 # Requests of one StreamPredictions2 call queued ahead of the answer being written; past it
 # the server stops reading the stream, so a client that does not read cannot pile up work.
@@ -170,7 +171,8 @@ class InferenceService(InferenceApIsServiceBase):
         if not message.input:
             self._registry.route(name, version, None)  # an unknown model is still a 404
             raise BadRequest("Parameter input is required.")
-        params = tuple(Param(name, "", bytearray(value)) for name, value in inputs(message).items())
+        entries = inputs(message)
+        params = tuple(Param(name, "", bytearray(value)) for name, value in entries.items())
         return Call(
             model=message.model_name,
             version=version,
@@ -181,6 +183,7 @@ class InferenceService(InferenceApIsServiceBase):
             call_timeout=info.timeout(),
             timeout_source=GRPC_SOURCE,
             sequence_id=message.sequence_id or None,
+            sequence_end=_says_true(entries.get(SEQUENCE_END_HEADER)),
         )
 
 
@@ -196,6 +199,11 @@ async def _answers(item: _Submitted) -> AsyncIterator[PredictionResponse]:
             yield PredictionResponse(prediction=output.body, sequence_id=sequence_id)
     except ServeError as error:
         yield _failed(sequence_id, error)
+
+
+def _says_true(value: bytes | None) -> bool:
+    """TorchServe's reading of a flag input (Java's Boolean.parseBoolean): "true", any case."""
+    return value is not None and value.lower() == b"true"
 
 
 def _failed(sequence_id: str | None, error: ServeError) -> PredictionResponse:

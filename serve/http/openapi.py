@@ -9,9 +9,8 @@ from functools import cache
 from typing import Any
 
 from serve import __version__
-from serve.api.operations import MAX_INT
 from serve.auth.public import PUBLIC_PATHS, template
-from serve.config import MAX_WORKERS
+from serve.config import MAX_INT, MAX_WORKERS
 from serve.http import oip_openapi
 
 _ERROR = {
@@ -74,7 +73,7 @@ _MODEL = _param("model_name", "path", {"type": "string"}, "Model name", True)
 _VERSION = _param("model_version", "path", {"type": "string"}, "Model version", True)
 _INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _WORKERS = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
-_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+_SECONDS = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_INT}
 _BOOL = {"type": "boolean"}
 _TIMEOUT = _param(
     "X-Request-Timeout",

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from serve.batching.sequence_policy import SequenceSettings
-from serve.config import MAX_WORKERS
+from serve.config import MAX_INT, MAX_WORKERS
 from serve.errors import BadRequest, InvalidModel, ModelNotFound
 from serve.mar import ARCHIVE_SUFFIXES, MANIFEST, MODEL_NAME_PATTERN
 from serve.models.hints import closest, either, listed
@@ -309,6 +309,8 @@ def _positive_int(config: Mapping[str, Any], key: str, minimum: int) -> int | No
         raise InvalidModel(f"model-config.yaml: {key} must be an integer, got {value!r}")
     if value < minimum:
         return None  # TorchServe ignores out-of-range values here
+    if value > MAX_INT:  # TorchServe cannot read it at all (a Java int)
+        raise InvalidModel(f"model-config.yaml: {key} must be at most {MAX_INT}, got {value}")
     return value
 
 
@@ -364,6 +366,8 @@ def _seconds(config: Mapping[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidModel(f"model-config.yaml: {key} must be a number, got {value!r}")
+    if not value <= MAX_INT:  # also NaN and .inf
+        raise InvalidModel(f"model-config.yaml: {key} must be at most {MAX_INT}, got {value}")
     return float(value) if value > 0 else None  # TorchServe ignores values <= 0
 
 

@@ -29,7 +29,7 @@ from serve.models.download import fetch_archive, remove_download, url_scheme
 from serve.models.hints import unknown_model
 from serve.models.requirements import install_requirements
 from serve.models.settings import effective_settings
-from serve.models.version import STARTUP_TIMEOUT, ModelVersion
+from serve.models.version import ModelVersion
 from serve.request import InferenceRequest
 from serve.routing.shadow import Shadows
 from serve.routing.split import Split
@@ -52,7 +52,7 @@ class RegisterParams:
     max_workers: int | None = None
     response_timeout: float | None = None
     synchronous: bool = True
-    startup_timeout: float = STARTUP_TIMEOUT
+    startup_timeout: float | None = None  # None: the server's default_startup_timeout
     loaded_at_startup: bool = False
     # not synchronous, and the caller starts the workers (`start_workers`) when it is time
     defer_workers: bool = False

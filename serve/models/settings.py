@@ -66,8 +66,11 @@ def effective_settings(
         devices=devices,
         device_type="cpu" if devices == (None,) else "gpu",
         adaptive_batching=config.adaptive_batching,
-        # TorchServe: the archive's startupTimeout when set, else the register parameter
-        startup_timeout=archive.startup_timeout or params.startup_timeout,
+        # TorchServe: the archive's startupTimeout when set, else the register parameter,
+        # else default_startup_timeout
+        startup_timeout=_first(
+            archive.startup_timeout, params.startup_timeout, config.default_startup_timeout
+        ),
         sequence=archive.sequence,
     )
 

@@ -51,10 +51,29 @@ SUMMING = """
                     threading.Event().wait(0.5)  # holds the executor: later requests queue
                     body = "0"
                 started = context.get_request_header(idx, context.header_key_sequence_start)
+                last = context.get_request_header(idx, context.header_key_sequence_end)
                 self.sums[seq] = self.sums.get(seq, 0) + int(body)
                 out.append({"sum": self.sums[seq], "worker": threading.current_thread().name,
-                            "start": started})
+                            "start": started, "end": last})
             return out
+"""
+
+# plain sequence batching with TorchServe's intermediate responses: "n" sends n chunks first
+CHUNKS = """
+    from ts.handler_utils.utils import send_intermediate_predict_response
+    from ts.torch_handler.base_handler import BaseHandler
+
+    class Chunks(BaseHandler):
+        def initialize(self, context):
+            self.initialized = True
+
+        def handle(self, data, context):
+            n = int(data[0]["body"].decode())
+            for i in range(n):
+                send_intermediate_predict_response(
+                    [f"{i};"], context.request_ids, "Intermediate", 200, context
+                )
+            return ["last;"]
 """
 
 # the continuous variant: "n" streams n chunks (one per iteration), "0" ends the sequence,
@@ -142,6 +161,7 @@ def stateful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         SUMMING,
         {**STATEFUL, "sequenceMaxIdleMSec": 5000, "sequenceTimeoutMSec": 700, "minWorkers": 1},
     )
+    archive(store, work, "chunks", CHUNKS, {**STATEFUL, "batchSize": 1, "minWorkers": 1})
     archive(
         store,
         work,
@@ -152,7 +172,7 @@ def stateful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = server_config(
         store,
         enable_model_api=True,
-        load_models=["acc.mar", "few.mar", "life.mar", "cont.mar"],
+        load_models=["acc.mar", "few.mar", "life.mar", "chunks.mar", "cont.mar"],
     )
     server = Server(root, config)
     server.start()
@@ -311,6 +331,69 @@ def test_grpc_stream_predictions2_carries_the_sequence_id(
     assert {r.sequence_id for r in replies} == {sid}
 
 
+def test_grpc_sequence_end_input_ends_the_sequence_after_its_answer(
+    stateful: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import grpc
+
+    pb = grpcio_stubs(tmp_path_factory.mktemp("stubs"))
+    with grpc.insecure_channel(stateful.grpc_inference) as channel:
+        stub = pb["inference_pb2_grpc"].InferenceAPIsServiceStub(channel)
+
+        def one(inputs: dict[str, bytes], seq: str = "") -> Any:
+            message = pb["inference_pb2"].PredictionsRequest(
+                model_name="acc", input=inputs, sequence_id=seq
+            )
+            (reply,) = list(stub.StreamPredictions2(iter([message])))
+            return reply
+
+        opened = one({"body": b"3"})
+        sid = opened.sequence_id
+        assert json.loads(opened.prediction)["end"] is None
+        # TorchServe's reading: "true" in any case; anything else is an ordinary request
+        going = one({"body": b"1", "ts_request_sequence_end": b"no"}, sid)
+        assert json.loads(going.prediction)["sum"] == 4
+        last = one({"body": b"2", "ts_request_sequence_end": b"TRUE"}, sid)
+        assert last.status.code == 0, last.status.message
+        answered = json.loads(last.prediction)
+        assert (answered["sum"], answered["end"]) == (6, "true")  # the handler saw the header
+        after = one({"body": b"1"}, sid)
+    assert after.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert sid in after.status.message
+    assert "ts_request_sequence_end" in after.status.message
+    # the REST path refuses the ended id the same way
+    status, body, _ = post(stateful, "acc", "1", sid)
+    assert status == 503
+    assert "ended by its client" in body["message"]
+
+
+def test_a_streamed_answer_carries_the_sequence_id_on_its_first_chunk(stateful: Server) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    def stream(seq: str | None) -> tuple[dict[str, str], list[str]]:
+        address = urlsplit(stateful.inference)
+        assert address.hostname is not None
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
+            headers = {"Content-Type": "application/octet-stream", **({SEQ: seq} if seq else {})}
+            connection.request("POST", "/predictions/chunks", body=b"3", headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            got = dict(response.getheaders())
+            return got, [c for c in response.read().decode().split(";") if c]
+        finally:
+            connection.close()
+
+    headers, chunks = stream(None)
+    sid = headers[SEQ]
+    assert sid.startswith("ts-seq-")
+    assert headers["Transfer-Encoding"] == "chunked"
+    assert chunks == ["0", "1", "2", "last"]
+    headers, chunks = stream(sid)  # the next request of that sequence: the same id back
+    assert (headers[SEQ], headers["Transfer-Encoding"], chunks[-1]) == (sid, "chunked", "last")
+
+
 def test_scaling_other_executors_keeps_sequences(stateful: Server) -> None:
     sid = post(stateful, "acc", "6")[2][SEQ]
     status, _ = http("PUT", f"{stateful.management}/models/acc?min_worker=3&synchronous=true")
@@ -338,6 +421,7 @@ def test_continuous_streams_end_and_cancel(stateful: Server) -> None:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.headers["Transfer-Encoding"] == "chunked"
+            assert response.headers[SEQ] == sid  # on the first chunk's headers
             return [c for c in response.read().decode().split(";") if c]
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -315,3 +315,34 @@ def test_yaml_and_properties_together_are_refused(tmp_path: Path) -> None:
 )
 def test_java_properties_syntax(text: str, expected: dict[str, str]) -> None:
     assert parse_properties(text) == expected
+
+
+def test_default_startup_timeout_is_every_models_default(tmp_path: Path) -> None:
+    """TorchServe's rule: the archive's startupTimeout, else the register parameter, else
+    config.properties' default_startup_timeout (here 7, not the built-in 120)."""
+    store = tmp_path / "store"
+    model_folder(store, "plain", src.ECHO)
+    model_folder(store, "own", src.ECHO, model_config={"startupTimeout": 5})
+    ports = addresses()
+    path = tmp_path / "config.properties"
+    body = f"""\
+        model_store={store}
+        load_models=plain
+        enable_model_api=true
+        default_startup_timeout=7
+        """
+    path.write_text(properties(ports, body))
+    server = Server(tmp_path, ports, yaml_config=False)
+    server.start("--ts-config", str(path), "--ncs")
+    try:
+        server.wait_ready()
+        for query in ("url=own", "url=plain&model_name=given&startup_timeout=9"):
+            status, answer = http("POST", f"{server.management}/models?{query}")
+            assert status == 200, answer
+        timeouts = {
+            name: describe(server, name)[0]["startupTimeout"] for name in ("plain", "own", "given")
+        }
+    finally:
+        assert server.stop() == 0, server.log()
+    assert timeouts == {"plain": 7, "own": 5, "given": 9}
+    assert "default_startup_timeout" not in server.log()  # read, so not in the ignored list

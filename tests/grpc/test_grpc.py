@@ -364,7 +364,7 @@ def test_scale_workers(manage: Any, pb: Any) -> None:
     )
     assert _fails(manage.ScaleWorker, scale(model_name="kinds", min_worker=-1)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "Parameter min_worker must be at least 0, got -1",
+        "Parameter min_worker must be at least 0 (from 0 to 256), got -1",
     )
     code, _ = _fails(manage.ScaleWorker, scale(model_name="nope"))
     assert code == grpc.StatusCode.NOT_FOUND

@@ -80,6 +80,20 @@ def test_registration_accepts_a_json_body_and_async_mode(server: Server) -> None
     assert "JSON request body must be an object" in json.loads(answer)["message"]
 
 
+def test_a_huge_number_in_a_json_registration_is_a_400_naming_it(server: Server) -> None:
+    for field, value in (("batch_size", "9" * 23), ("response_timeout", "1e300")):
+        body = f'{{"url": "echo", "model_name": "huge", "{field}": {value}}}'.encode()
+        status, answer = http(
+            "POST",
+            server.management + "/models",
+            body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert status == 400
+        assert f"Parameter {field} must be" in json.loads(answer)["message"]
+    assert call_json("GET", f"{server.management}/models/huge")[0] == 404
+
+
 @pytest.mark.parametrize(
     ("query", "status", "fragment"),
     [
@@ -95,6 +109,24 @@ def test_registration_accepts_a_json_body_and_async_mode(server: Server) -> None
         ("?url=echo&model_name=a/b", 400, "Invalid model_name"),
         ("?url=echo&model_name=..", 400, "Invalid model_name"),
         ("?url=echo&runtime=java", 400, "Invalid runtime"),
+        # TorchServe's parameters are Java ints: a huge value is refused, naming the range
+        *(
+            (f"?url=echo&{name}={'9' * 23}", 400, f"{name} must be at most {limit}")
+            for name, limit in (
+                ("batch_size", "2147483647 (from 1 to 2147483647)"),
+                ("initial_workers", "256 (from 0 to 256)"),
+                ("max_batch_delay", "2147483647 (from 0 to 2147483647)"),
+            )
+        ),
+        *(
+            (
+                f"?url=echo&{name}={value}",
+                400,
+                f"{name} must be greater than 0 and at most 2147483647",
+            )
+            for name in ("response_timeout", "startup_timeout")
+            for value in ("9" * 23, "1e300", "inf")
+        ),
         ("?url=echo", 409, "already registered"),
     ],
 )
@@ -115,6 +147,7 @@ def test_bad_registrations_get_clear_4xx(
         ("?min_worker=3&max_worker=2", "max_worker cannot be less than min_worker."),
         ("?min_worker=1&synchronous=perhaps", "synchronous must be true or false"),
         ("?minworker=1", "did you mean 'min_worker'"),
+        (f"?min_worker={'9' * 23}", "min_worker must be at most 256 (from 0 to 256), got 9999"),
     ],
 )
 def test_bad_scale_parameters_are_400s(server: Server, query: str, fragment: str) -> None:

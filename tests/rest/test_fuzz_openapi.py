@@ -302,19 +302,15 @@ def test_found_by_fuzzing_a_malformed_multipart_part_is_a_400(fuzz_server: Serve
     assert json.loads(answer)["message"].startswith("Malformed multipart/form-data body")
 
 
-def test_found_by_fuzzing_huge_timeouts_are_described_and_waited_for(fuzz_server: Server) -> None:
-    status, body = manage(
-        fuzz_server,
-        "POST",
-        "/models?url=spare&model_name=huge&response_timeout=1e30&startup_timeout=1e300",
-    )
-    assert status == 200, body
-    try:
-        status, body = manage(fuzz_server, "GET", "/models/huge")
-        assert status == 200, body
-        assert json.loads(body)[0]["responseTimeout"] == 1e30
-    finally:
-        manage(fuzz_server, "DELETE", "/models/huge")
+def test_found_by_fuzzing_huge_timeouts_are_400s_naming_the_range(fuzz_server: Server) -> None:
+    # accepted once, they broke the snapshot write; TorchServe reads them as Java ints
+    for query in ("response_timeout=1e30", "startup_timeout=1e300"):
+        status, body = manage(fuzz_server, "POST", f"/models?url=spare&model_name=huge&{query}")
+        assert status == 400, body
+        name = query.split("=")[0]
+        message = json.loads(body)["message"]
+        assert message.startswith(f"Parameter {name} must be greater than 0 and at most 2147483647")
+    assert manage(fuzz_server, "GET", "/models/huge")[0] == 404
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "FP32"])

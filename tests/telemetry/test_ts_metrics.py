@@ -5,6 +5,7 @@ TorchServe way and archived by the real torch-model-archiver."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from handlers.metrics import MetricTypes
 from serve.config.metrics import load_metrics_spec
 from serve.telemetry.handler_metrics import HandlerMetrics
 from serve.telemetry.metrics import ServerMetrics
-from tests.helpers.clients import http
+from tests.helpers.clients import http, wait_until
 from tests.helpers.server import Server, run_serve, server_config
 
 HANDLER = """
@@ -194,6 +195,73 @@ def test_log_mode_writes_torchserve_lines_and_auto_detects(store: Path) -> None:
     # log mode: nothing of TorchServe's on /metrics; our own figures remain
     assert not {"InferenceRequestCount", "Requests2XX", "ts_inference_requests"} & set(families)
     assert "serve_executions" in families
+
+
+# a ts_metrics.log line: log4j2's `<ISO8601 date> - ` and the metric
+SYSTEM_LINE = (
+    r"^\d{{4}}-\d\d-\d\dT[\d:,]+ - "
+    r"{name}\.{unit}:[0-9.e+-]+\|#Level:Host\|#hostname:{host},timestamp:\d+$"
+)
+
+
+def test_log_mode_writes_system_metrics_at_start_and_every_interval(store: Path) -> None:
+    root = store.parent / "system"
+    root.mkdir()
+    config = server_config(store, metrics_mode="log", metric_time_interval=0.2)
+    server = Server(root, config, env={"LOG_LOCATION": str(root / "logs")})
+    server.start()
+    host = re.escape(socket.gethostname())
+    cpu = re.compile(SYSTEM_LINE.format(name="CPUUtilization", unit="Percent", host=host), re.M)
+    metrics_file = root / "logs" / "ts_metrics.log"
+    try:
+        server.wait_ready()
+        # the first round comes as the server starts, then one per metric_time_interval
+        wait_until(lambda: len(cpu.findall(metrics_file.read_text())) >= 3)
+    finally:
+        assert server.stop() == 0, server.log()
+    written = metrics_file.read_text()
+    for name, unit in (
+        ("MemoryUsed", "Megabytes"),
+        ("MemoryAvailable", "Megabytes"),
+        ("MemoryUtilization", "Percent"),
+        ("DiskUsage", "Gigabytes"),
+        ("DiskUtilization", "Percent"),
+        ("DiskAvailable", "Gigabytes"),
+    ):
+        assert re.search(SYSTEM_LINE.format(name=name, unit=unit, host=host), written, re.M), name
+
+
+def test_system_metrics_can_be_disabled_the_torchserve_way(store: Path) -> None:
+    """TS_DISABLE_SYSTEM_METRICS with enable_envvars_config (TorchServe's test sets it so)."""
+    root = store.parent / "no-system"
+    root.mkdir()
+    config = server_config(store)
+    properties = {
+        "inference_address": "http://" + config["inference_address"],
+        "management_address": "http://" + config["management_address"],
+        "metrics_address": "http://" + config["metrics_address"],
+        "grpc_inference_port": config["grpc_inference_address"].rsplit(":", 1)[1],
+        "grpc_management_port": config["grpc_management_address"].rsplit(":", 1)[1],
+        "model_store": str(store),
+        "disable_token_authorization": "true",
+        "metrics_mode": "log",
+        "metric_time_interval": "1",
+        "enable_envvars_config": "true",
+    }
+    path = root / "config.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    server = Server(root, config, yaml_config=False, env={"TS_DISABLE_SYSTEM_METRICS": "true"})
+    server.start("--ts-config", str(path))
+    try:
+        server.wait_ready()
+        assert http("GET", server.inference + "/ping")[0] == 200
+        # its Requests2XX line shows that the metric lines are written
+        wait_until(lambda: "TS_METRICS: Requests2XX.Count:1.0" in server.log())
+    finally:
+        assert server.stop() == 0, server.log()
+    log = server.log()
+    for name in ("CPUUtilization", "MemoryUsed", "DiskAvailable", "GPUUtilization"):
+        assert f"TS_METRICS: {name}" not in log
 
 
 def test_auto_detect_makes_undeclared_metrics_on_first_use(tmp_path: Path) -> None:
