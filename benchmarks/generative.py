@@ -45,6 +45,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 VENV_BIN = Path(sys.executable).parent
 CB, STATIC, TS = "smollm2-cb", "smollm2-static", "smollm2-ts"
 BATCH = 16
+SMOLLM2_EOS = (0, 2)  # <|endoftext|>, <|im_end|> (the engine's tokenizer.eos_ids)
 
 
 def gguf_path() -> Path:
@@ -149,10 +150,18 @@ def metric(server: Ours, name: str) -> float:
     )
 
 
-async def throughput(url: str, model: str, api: str, args: argparse.Namespace) -> dict[str, Any]:
+async def throughput(
+    url: str,
+    model: str,
+    api: str,
+    args: argparse.Namespace,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """16 streams, `--requests` requests with output lengths uniform 1-128."""
     jobs = make_jobs(args.requests, args.seed, min_tokens=1, max_tokens=128)
-    results, span = await run_load(url, model, jobs, streams=BATCH, api=api, seed=args.seed)
+    results, span = await run_load(
+        url, model, jobs, streams=BATCH, api=api, seed=args.seed, extra=extra
+    )
     summary = summarize(results, span, slo_ttft_ms=args.slo_ttft_ms, slo_tpot_ms=args.slo_tpot_ms)
     return {"summary": summary, "results": result_dicts(results)}
 
@@ -339,10 +348,44 @@ async def run_torchserve(store: Path, work: Path, args: argparse.Namespace) -> d
         server.cleanup()
 
 
+def _start_llamacpp(python: Path, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from benchmarks.servers import free_port
+
+    port = free_port()
+    command = [
+        str(python), "-m", "llama_cpp.server", "--model", str(gguf_path()),
+        "--model_alias", CB, "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 1),
+        "--host", "127.0.0.1", "--port", str(port),
+        # its default: a new request interrupts the streaming one; here they queue instead
+        "--interrupt_requests", "False",
+    ]  # fmt: skip
+    with (work / "llamacpp.log").open("wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), port
+
+
+async def run_llamacpp(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """llama-cpp-python's OpenAI server on the same GGUF file: the CPU-native reference (its
+    Q4_1 weights stay quantized; it serves one request at a time)."""
+    python = args.llamacpp_python
+    if python is None:
+        return {"skipped": "no --llamacpp-python (a venv with llama-cpp-python[server])"}
+    from benchmarks.loadgen import wait_http
+
+    process, port = _start_llamacpp(python, work)
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/v1/models", 300.0)
+        # its server has no ignore_eos: ban SmolLM2's end tokens so outputs run to max_tokens
+        ban = {"logit_bias": {str(token): -100 for token in SMOLLM2_EOS}}
+        return await throughput(f"http://127.0.0.1:{port}", CB, OPENAI, args, ban)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.generative")
-    parts = "batching,ttft,cancel,torchserve,soak"
+    parts = "batching,ttft,cancel,torchserve,llamacpp,soak"
     parser.add_argument("--parts", default=parts, help=f"comma-separated, of {parts}")
     parser.add_argument("--requests", type=int, default=48, help="per throughput run")
     parser.add_argument("--probes", type=int, default=7, help="TTFT probes under load")
@@ -351,6 +394,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-ttft-ms", type=float, default=2000.0)
     parser.add_argument("--slo-tpot-ms", type=float, default=500.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--llamacpp-python", type=Path, default=None,
+        help="the python of a venv with llama-cpp-python[server], for the llamacpp part",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
     return args
@@ -377,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             results["torchserve"]["torchserve"] = asyncio.run(
                 _part(results, "torchserve", run_torchserve(store, work, args))
             )
+        if "llamacpp" in args.parts:
+            results["llamacpp"] = asyncio.run(_part(results, "llamacpp", run_llamacpp(args, work)))
     results["load_after"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{stamp}-generative"

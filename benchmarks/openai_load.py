@@ -29,7 +29,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -118,12 +118,17 @@ class _Tokens:
 
 
 async def _openai(
-    session: aiohttp.ClientSession, url: str, model: str, job: Job, result: Result
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    job: Job,
+    result: Result,
+    extra: Mapping[str, Any],
 ) -> None:
     body = {
         "model": model, "prompt": job.prompt, "max_tokens": job.max_tokens,
         "ignore_eos": True, "temperature": 0, "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream_options": {"include_usage": True}, **extra,
     }  # fmt: skip
     tokens = _Tokens(result)
     async with session.post(f"{url}/v1/completions", json=body) as response:
@@ -156,10 +161,15 @@ async def _openai(
 
 
 async def _torchserve(
-    session: aiohttp.ClientSession, url: str, model: str, job: Job, result: Result
+    session: aiohttp.ClientSession,
+    url: str,
+    model: str,
+    job: Job,
+    result: Result,
+    extra: Mapping[str, Any],
 ) -> None:
     body = {"prompt": job.prompt, "max_tokens": job.max_tokens, "ignore_eos": True,
-            "temperature": 0}  # fmt: skip
+            "temperature": 0, **extra}  # fmt: skip
     tokens = _Tokens(result)
     decoder = json.JSONDecoder()
     async with session.post(f"{url}/predictions/{model}", json=body) as response:
@@ -187,7 +197,9 @@ async def _torchserve(
                 return
 
 
-Client = Callable[[aiohttp.ClientSession, str, str, Job, Result], Awaitable[None]]
+Client = Callable[
+    [aiohttp.ClientSession, str, str, Job, Result, Mapping[str, Any]], Awaitable[None]
+]
 CLIENTS: dict[str, Client] = {OPENAI: _openai, TORCHSERVE: _torchserve}
 
 
@@ -203,10 +215,12 @@ async def run_load(
     seed: int = 0,
     timeout: float = 600.0,
     into: list[Result] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[list[Result], float]:
     """Send `jobs` in order (Poisson arrivals at `rate`, or all at once), at most `streams`
     at a time, none after `duration` s; return their results (appended to `into` as they
-    start, for a caller that watches them) and the run's span in s."""
+    start, for a caller that watches them) and the run's span in s. `extra`: more body
+    fields (e.g. a `logit_bias` banning EOS for a server without `ignore_eos`)."""
     client = CLIENTS[api]
     rng = random.Random(seed + 1)
     pending = iter(jobs)
@@ -227,7 +241,7 @@ async def run_load(
                 result = Result(job.index, job.max_tokens, sent_at=time.perf_counter())
                 results.append(result)
                 try:
-                    await client(session, url, model, job, result)
+                    await client(session, url, model, job, result, extra or {})
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     result.status, result.error = "error", repr(exc)
 
