@@ -69,7 +69,7 @@ class Executor:
         self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._threads = 0
-        self._policy = ExecutorThreads(budget)
+        self._policy = ExecutorThreads(budget, steps=spec.continuous)
 
     def start(self) -> None:
         """Start the thread; it loads the handler, then reports through `on_loaded`."""

@@ -37,3 +37,15 @@ def test_a_configured_count_is_never_changed() -> None:
     threads = ExecutorThreads(budget, weight=1.0)
     threads.observe(SHORT_BATCH / 10)
     assert threads.current() == 2
+
+
+def test_a_step_schedulers_executor_leaves_one_core_free() -> None:
+    for cores, executors, expected in ((2, 1, 1), (16, 1, 15), (16, 4, 4), (1, 1, 1)):
+        budget = ThreadBudget(cores=cores)
+        for _ in range(executors):
+            budget.add()
+        threads = ExecutorThreads(budget, weight=1.0, steps=True)
+        threads.observe(LONG_BATCH * 10)
+        assert threads.current() == expected, (cores, executors)
+    configured = ThreadBudget(configured=2, cores=2)
+    assert ExecutorThreads(configured, steps=True).current() == 2
