@@ -97,13 +97,17 @@ class StepScheduler:
     @property
     def pending(self) -> int:
         """Requests waiting for a slot, or in one but held for want of KV budget."""
-        return len(self._pending) + sum(_held(runner) for runner in self._lanes)
+        return len(self._pending) + sum(self._held_in(runner) for runner in self._lanes)
 
     @property
     def running(self) -> int:
         """Sequences live in executors (less those held for KV budget)."""
         live = sum(len(lane.live) for lane in self._lanes.values())
-        return live - sum(_held(runner) for runner in self._lanes)
+        return live - sum(self._held_in(runner) for runner in self._lanes)
+
+    def _held_in(self, runner: Runner) -> int:
+        # the executor's count is from its last step: never more than the lane holds now
+        return min(_held(runner), len(self._lanes[runner].live))
 
     @property
     def in_flight(self) -> int:
