@@ -21,11 +21,12 @@ def int_param(
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    if isinstance(raw, bool):
-        raise BadRequest(f"Parameter {name} must be an integer, got {raw!r}")
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        # a JSON 1.5 is refused, not truncated (TorchServe's Gson refuses it too; 2.0 passes)
+        raise BadRequest(f"Parameter {name} must be an integer, got {_shown(raw)}")
     try:
         value = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"Parameter {name} must be an integer, got {_shown(raw)}") from None
     allowed = "" if minimum is None or maximum is None else f" (from {minimum} to {maximum})"
     if minimum is not None and value < minimum:

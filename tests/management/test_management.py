@@ -81,7 +81,8 @@ def test_registration_accepts_a_json_body_and_async_mode(server: Server) -> None
 
 
 def test_a_huge_number_in_a_json_registration_is_a_400_naming_it(server: Server) -> None:
-    for field, value in (("batch_size", "9" * 23), ("response_timeout", "1e300")):
+    for field, value in (("batch_size", "9" * 23), ("response_timeout", "1e300"),
+                         ("batch_size", "1.5"), ("initial_workers", "0.25")):  # fmt: skip
         body = f'{{"url": "echo", "model_name": "huge", "{field}": {value}}}'.encode()
         status, answer = http(
             "POST",
