@@ -15,7 +15,9 @@ import pytest
 
 from handlers.generation import tiny
 from tests.conftest import metric_samples, poll
-from tests.support import Server, http, server_config
+from tests.helpers.generation import tiny_archive
+from tests.helpers.server import serving
+from tests.support import Server, http
 
 MODEL = "tiny"
 PROMPT = "The if statement"
@@ -38,25 +40,12 @@ def kv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("kv")
     store = root / "store"
     store.mkdir()
-    weights = tiny.build(root / "tiny", steps=10)
-    config = root / "mc.yaml"
-    config.write_text(
+    model_config = (
         f"batchSize: 4\nminWorkers: 1\nmaxWorkers: 1\nhandler:\n  kv_cache_mb: {BUDGET_MB}\n"
     )
-    from serve.archiver.cli import main as archive
-
-    archive(
-        [
-            "--model-name", MODEL, "--handler", "text_generation",
-            "--extra-files", f"{weights / 'config.json'},{weights / 'model.pt'}",
-            "-c", str(config), "-v", "1.0", "--export-path", str(store),
-        ]
-    )  # fmt: skip
-    server = Server(root, server_config(store, load_models=[f"{MODEL}.mar"]))
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    tiny_archive(root, store, MODEL, model_config, steps=10)
+    with serving(root / "server", store=store, load=[f"{MODEL}.mar"]) as server:
+        yield server
 
 
 def _gauge(server: Server, name: str) -> float:
@@ -139,28 +128,14 @@ async def _fits(client: openai.AsyncOpenAI) -> None:
 
 
 def test_a_bad_budget_fails_the_load(tmp_path: Path) -> None:
-    weights = tiny.build(tmp_path / "tiny", steps=1)
-    config = tmp_path / "mc.yaml"
-    config.write_text("minWorkers: 1\nhandler:\n  kv_cache_mb: -3\n")
     store = tmp_path / "store"
     store.mkdir()
-    from serve.archiver.cli import main as archive
-
-    archive(
-        [
-            "--model-name", "bad", "--handler", "text_generation",
-            "--extra-files", f"{weights / 'config.json'},{weights / 'model.pt'}",
-            "-c", str(config), "-v", "1.0", "--export-path", str(store),
-        ]
-    )  # fmt: skip
-    server = Server(tmp_path, server_config(store, enable_model_api=True))
-    server.start()
-    server.wait_ready()
-    try:
+    tiny_archive(tmp_path, store, "bad", "minWorkers: 1\nhandler:\n  kv_cache_mb: -3\n", steps=1)
+    with serving(
+        tmp_path / "server", store=store, load=[], enable_model_api=True, expect_errors=True
+    ) as server:
         status, body = http(
             "POST", server.management + "/models?url=bad.mar&initial_workers=1&synchronous=true"
         )
-        assert status >= 400
-        assert b"kv_cache_mb" in body, body
-    finally:
-        assert server.stop() == 0, server.log()
+    assert status >= 400
+    assert b"kv_cache_mb" in body, body

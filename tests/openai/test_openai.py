@@ -9,33 +9,18 @@ import gc
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TypedDict
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from handlers.generation import tiny
 from tests.conftest import metric_samples, poll
+from tests.helpers.generation import tiny_archive
 from tests.support import Server, http, server_config
 
 MODEL = "tiny"
 PROMPT = "The if statement"
-
-
-def _archive(root: Path, store: Path) -> None:
-    weights = tiny.build(root / "tiny", steps=40)
-    (root / "mc.yaml").write_text("batchSize: 8\nminWorkers: 1\nmaxWorkers: 1\n")
-    files = f"{weights / 'config.json'},{weights / 'model.pt'}"
-    from serve.archiver.cli import main as archive
-
-    archive(
-        [
-            "--model-name", MODEL, "--handler", "text_generation", "--extra-files", files,
-            "-c", str(root / "mc.yaml"), "-v", "1.0", "--export-path", str(store),
-        ]
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +28,7 @@ def gen_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("openai")
     store = root / "store"
     store.mkdir()
-    _archive(root, store)
+    tiny_archive(root, store, MODEL, "batchSize: 8\nminWorkers: 1\nmaxWorkers: 1\n", steps=40)
     config = server_config(store, load_models=[f"{MODEL}.mar"], disable_token_authorization=False)
     server = Server(root, config)
     server.start()

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from handlers.generation import tiny
-from tests.support import Server, server_config
+from tests.helpers.generation import tiny_archive
+from tests.helpers.server import Server, serving
 
 MODEL = "tiny-static"
 LENGTHS = (3, 9, 17)
@@ -22,26 +22,13 @@ def static_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("static")
     store = root / "store"
     store.mkdir()
-    weights = tiny.build(root / "tiny", steps=10)
-    config = root / "mc.yaml"
-    config.write_text(
+    model_config = (
         "batchSize: 4\nmaxBatchDelay: 300\nminWorkers: 1\nmaxWorkers: 1\n"
         "continuousBatching: false\n"
     )
-    from serve.archiver.cli import main as archive
-
-    archive(
-        [
-            "--model-name", MODEL, "--handler", "text_generation",
-            "--extra-files", f"{weights / 'config.json'},{weights / 'model.pt'}",
-            "-c", str(config), "-v", "1.0", "--export-path", str(store),
-        ]
-    )  # fmt: skip
-    server = Server(root, server_config(store, load_models=[f"{MODEL}.mar"]))
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    tiny_archive(root, store, MODEL, model_config, steps=10)
+    with serving(root / "server", store=store, load=[f"{MODEL}.mar"]) as server:
+        yield server
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -156,26 +156,35 @@ def test_declared_metrics_appear_with_their_types_and_dimensions(store: Path) ->
     assert "serve_executions" in families  # ours stay
 
 
-def test_log_mode_writes_torchserve_lines_and_auto_detects(store: Path) -> None:
-    """config.properties this time: metrics_mode=log with model_metrics_auto_detect=true."""
-    root = store.parent / "log"
-    root.mkdir()
-    config = server_config(store)
+def _properties(path: Path, config: dict[str, Any], **extra: str) -> Path:
+    """A config.properties on the ports and store of `config` (server_config's), plus `extra`."""
     properties = {
         "inference_address": "http://" + config["inference_address"],
         "management_address": "http://" + config["management_address"],
         "metrics_address": "http://" + config["metrics_address"],
         "grpc_inference_port": config["grpc_inference_address"].rsplit(":", 1)[1],
         "grpc_management_port": config["grpc_management_address"].rsplit(":", 1)[1],
-        "model_store": str(store),
-        "load_models": "counting.mar",
+        "model_store": config["model_store"],
         "disable_token_authorization": "true",
-        "metrics_config": str(store.parent / "metrics.yaml"),
-        "metrics_mode": "log",
-        "model_metrics_auto_detect": "true",
+        **extra,
     }
-    path = root / "config.properties"
     path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    return path
+
+
+def test_log_mode_writes_torchserve_lines_and_auto_detects(store: Path) -> None:
+    """config.properties this time: metrics_mode=log with model_metrics_auto_detect=true."""
+    root = store.parent / "log"
+    root.mkdir()
+    config = server_config(store)
+    path = _properties(
+        root / "config.properties",
+        config,
+        load_models="counting.mar",
+        metrics_config=str(store.parent / "metrics.yaml"),
+        metrics_mode="log",
+        model_metrics_auto_detect="true",
+    )
     server = Server(root, config, yaml_config=False)
     server.start("--ts-config", str(path))
     try:
@@ -236,20 +245,13 @@ def test_system_metrics_can_be_disabled_the_torchserve_way(store: Path) -> None:
     root = store.parent / "no-system"
     root.mkdir()
     config = server_config(store)
-    properties = {
-        "inference_address": "http://" + config["inference_address"],
-        "management_address": "http://" + config["management_address"],
-        "metrics_address": "http://" + config["metrics_address"],
-        "grpc_inference_port": config["grpc_inference_address"].rsplit(":", 1)[1],
-        "grpc_management_port": config["grpc_management_address"].rsplit(":", 1)[1],
-        "model_store": str(store),
-        "disable_token_authorization": "true",
-        "metrics_mode": "log",
-        "metric_time_interval": "1",
-        "enable_envvars_config": "true",
-    }
-    path = root / "config.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    path = _properties(
+        root / "config.properties",
+        config,
+        metrics_mode="log",
+        metric_time_interval="1",
+        enable_envvars_config="true",
+    )
     server = Server(root, config, yaml_config=False, env={"TS_DISABLE_SYSTEM_METRICS": "true"})
     server.start("--ts-config", str(path))
     try:
