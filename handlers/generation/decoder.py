@@ -55,8 +55,6 @@ class LlamaDecoder:
 
     def prefill(self, seq_id: str, token_ids: Sequence[int]) -> torch.Tensor:
         """Append a prompt chunk to `seq_id` (creating its cache); the last position's logits."""
-        if not token_ids:
-            raise GenerationError("prefill needs at least one token")
         return self.step([], [], [(seq_id, token_ids)])[1][0]
 
     def decode(self, seq_ids: Sequence[str], token_ids: Sequence[int]) -> torch.Tensor:
