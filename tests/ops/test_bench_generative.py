@@ -11,8 +11,10 @@ import pytest
 
 from benchmarks.generative_report import markdown
 from benchmarks.openai_load import OPENAI, TORCHSERVE, make_jobs, run_load, summarize
-from tests.openai.test_openai import MODEL, _archive
-from tests.support import Server, server_config
+from tests.helpers.generation import tiny_archive
+from tests.helpers.server import Server, serving
+
+MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +22,9 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("genbench")
     store = root / "store"
     store.mkdir()
-    _archive(root, store)
-    server = Server(root, server_config(store, load_models=[f"{MODEL}.mar"]))
-    server.start()
-    server.wait_ready()
-    yield server
-    assert server.stop() == 0, server.log()
+    tiny_archive(root, store, MODEL, "batchSize: 8\nminWorkers: 1\nmaxWorkers: 1\n", steps=40)
+    with serving(root / "server", store=store, load=[f"{MODEL}.mar"]) as server:
+        yield server
 
 
 def test_jobs_are_reproducible() -> None:
